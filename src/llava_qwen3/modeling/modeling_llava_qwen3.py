@@ -1,0 +1,292 @@
+"""LLaVA-Qwen3: image features from a CLIP/SigLIP tower, projected into a Qwen3 language model.
+
+Data flow: pixel_values -> vision tower -> selected hidden states -> projector -> written into the token embeddings at
+the `<image>` placeholder positions -> Qwen3 -> logits. The tower and the language model are transformers' own
+modules; this file holds only the projector, the merge and the generation glue.
+
+Remote-code file: it is copied next to the weights and imports only torch, transformers and its configuration file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.utils import ModelOutput
+
+from .configuration_llava_qwen3 import LlavaQwen3Config
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+@dataclass
+class LlavaQwen3ModelOutputWithPast(BaseModelOutputWithPast):
+    """Language-model outputs plus the projected image features that were merged into the sequence."""
+
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class LlavaQwen3CausalLMOutputWithPast(ModelOutput):
+    """Causal language-model outputs of [`LlavaQwen3ForConditionalGeneration`]."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+class LlavaQwen3MultiModalProjector(nn.Module):
+    """Maps features of another encoder into the language model's hidden size.
+
+    `mlp2x_gelu` is LLaVA-1.5's projector (linear_1, GELU, linear_2; the same parameter names as transformers' Llava),
+    `mlp_relu_ln` adds a LayerNorm after the activation.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, projector_type: str, bias: bool = True) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(input_dim, output_dim, bias=bias)
+        if projector_type == "mlp2x_gelu":
+            self.act = nn.GELU()
+            self.norm = nn.Identity()
+        elif projector_type == "mlp_relu_ln":
+            self.act = nn.ReLU()
+            self.norm = nn.LayerNorm(output_dim)
+        else:
+            raise ValueError(f"Unknown projector_type {projector_type!r}; expected 'mlp2x_gelu' or 'mlp_relu_ln'.")
+        self.linear_2 = nn.Linear(output_dim, output_dim, bias=bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.norm(self.act(self.linear_1(features))))
+
+
+class LlavaQwen3PreTrainedModel(PreTrainedModel):
+    """Weight loading, initialisation and capability flags shared by the LLaVA-Qwen3 models."""
+
+    config_class = LlavaQwen3Config
+    config: LlavaQwen3Config
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Qwen3DecoderLayer", "CLIPEncoderLayer", "SiglipEncoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True  # the transformers 4.x name of the flag above
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
+    """Vision tower, projector and Qwen3 decoder, without the language-model head."""
+
+    def __init__(self, config: LlavaQwen3Config) -> None:
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = LlavaQwen3MultiModalProjector(
+            config.vision_config.hidden_size * config.num_vision_feature_layers,
+            config.text_config.hidden_size,
+            config.projector_type,
+            bias=config.multimodal_projector_bias,
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        vision = self.config.vision_config
+        expected = (vision.num_channels, vision.image_size, vision.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}; expected (num_images, {', '.join(map(str, expected))}). "
+                "Prepare images with the model's processor."
+            )
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features of each image: `(num_images, image_seq_length, text_hidden_size)`."""
+        self._check_pixel_values(pixel_values)
+        tower_dtype = self.vision_tower.get_input_embeddings().weight.dtype
+        hidden_states = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True).hidden_states
+        layers = self.config.vision_feature_layer
+        layers = [layers] if isinstance(layers, int) else layers
+        first_token = (
+            1 if self.config.vision_has_cls_token and self.config.vision_feature_select_strategy == "default" else 0
+        )
+        selected = torch.cat([hidden_states[index][:, first_token:] for index in layers], dim=-1)
+        return self.multi_modal_projector(selected)
+
+    def _image_token_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        if input_ids is not None:
+            return input_ids == self.config.image_token_id
+        image_token = torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(image_token)).all(-1)
+
+    def merge_image_features(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Writes the image features, in order, over the `<image>` placeholder positions of the batch."""
+        mask = self._image_token_mask(input_ids, inputs_embeds)
+        num_placeholders = int(mask.sum())
+        num_images, per_image = image_features.shape[:2]
+        if num_placeholders != num_images * per_image:
+            raise ValueError(
+                f"The input holds {num_placeholders} image placeholder tokens ({num_placeholders / per_image:g} images "
+                f"of {per_image} tokens) but {num_images} images were given. Build inputs with the processor, which "
+                "expands each <image> in the text to the right number of tokens."
+            )
+        features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), features)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> LlavaQwen3ModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_features = None
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values)
+            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
+        elif (
+            input_ids is not None
+            and _is_prefill(past_key_values)
+            and bool((input_ids == self.config.image_token_id).any())
+        ):
+            raise ValueError("The input holds image placeholder tokens but no pixel_values were given.")
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        return LlavaQwen3ModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMixin):
+    """LLaVA-Qwen3 with a language-model head: image + text in, text out, through `generate()`."""
+
+    # transformers 5 maps tied parameters to their source; 4.x lists the tied parameters.
+    _tied_weights_keys = (
+        {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+        if TRANSFORMERS_MAJOR >= 5
+        else ["lm_head.weight"]
+    )
+
+    def __init__(self, config: LlavaQwen3Config) -> None:
+        super().__init__(config)
+        self.model = LlavaQwen3Model(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features of each image: `(num_images, image_seq_length, text_hidden_size)`."""
+        return self.model.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> LlavaQwen3CausalLMOutputWithPast | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token targets aligned with `input_ids`; positions set to -100 are ignored by the loss.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            Compute logits only for the last `logits_to_keep` positions (0 keeps all), or for the given indices.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+
+        output = LlavaQwen3CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+    def prepare_inputs_for_generation(
+        self, *args: Any, pixel_values: torch.FloatTensor | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # Pixels belong to the prefill step only: afterwards the cache already holds the image, and the new
+        # tokens hold no placeholders. transformers 4.57 does not drop them by itself, so both lines go through here.
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        if _is_prefill(model_inputs.get("past_key_values")) or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values"] = pixel_values
+        return model_inputs
+
+
+def _is_prefill(past_key_values: Cache | None) -> bool:
+    return past_key_values is None or past_key_values.get_seq_length() == 0
