@@ -82,6 +82,10 @@ class LlavaQwen3PreTrainedModel(PreTrainedModel):
     _supports_flash_attn_2 = True  # the transformers 4.x name of the flag above
     _supports_flex_attn = True
     _supports_attention_backend = True
+    if TRANSFORMERS_MAJOR < 5:
+        # transformers 5 dropped the `vision_model.` level inside CLIP/SigLIP vision models and saves without it.
+        # 4.x reads that layout through this rename (and writes it back on save), so one checkpoint serves both lines.
+        _checkpoint_conversion_mapping = {"vision_tower.(?!vision_model.)": "vision_tower.vision_model."}
 
 
 class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
@@ -110,8 +114,8 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         expected = (vision.num_channels, vision.image_size, vision.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
             raise ValueError(
-                f"pixel_values has shape {tuple(pixel_values.shape)}; expected (num_images, {', '.join(map(str, expected))}). "
-                "Prepare images with the model's processor."
+                f"pixel_values has shape {tuple(pixel_values.shape)}; expected "
+                f"(num_images, {', '.join(map(str, expected))}). Prepare images with the model's processor."
             )
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

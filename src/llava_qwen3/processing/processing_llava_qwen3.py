@@ -9,6 +9,7 @@ Remote-code file: it is copied next to the weights and imports only transformers
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -123,10 +124,11 @@ class LlavaQwen3Processor(ProcessorMixin):
         counts = [item.count(self.image_token) for item in texts]
         per_prompt = _images_per_prompt(images, len(texts))
         if per_prompt is not None:
-            for index, (count, given) in enumerate(zip(counts, per_prompt)):
+            for index, (count, given) in enumerate(zip(counts, per_prompt, strict=True)):
                 if count != len(given):
                     raise ValueError(
-                        f"Prompt {index} holds {count} {self.image_token} placeholders but {len(given)} images were given for it."
+                        f"Prompt {index} holds {count} {self.image_token} placeholders but {len(given)} images "
+                        "were given for it."
                     )
             return [image for given in per_prompt for image in given]
         flat = _flatten(images)
@@ -142,9 +144,25 @@ class LlavaQwen3Processor(ProcessorMixin):
         found = sum(row.count(self.image_token_id) for row in rows)
         if found != num_images * self.image_seq_length:
             raise ValueError(
-                f"After tokenization the input holds {found} image tokens, expected {num_images * self.image_seq_length}: "
-                "truncation cut into an image. Raise max_length or turn truncation off."
+                f"After tokenization the input holds {found} image tokens, expected "
+                f"{num_images * self.image_seq_length}: truncation cut into an image. Raise max_length or turn "
+                "truncation off."
             )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        """Saves like any processor, with the tokenizer config in the form both transformers lines read."""
+        saved = super().save_pretrained(save_directory, **kwargs)
+        # transformers 5 writes the extra special tokens as a list under `extra_special_tokens`, which 4.x cannot
+        # parse (it expects a dict there); `additional_special_tokens` means the same to both lines.
+        path = os.path.join(save_directory, "tokenizer_config.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as file:
+                tokenizer_config = json.load(file)
+            if isinstance(tokenizer_config.get("extra_special_tokens"), list):
+                tokenizer_config["additional_special_tokens"] = tokenizer_config.pop("extra_special_tokens")
+                with open(path, "w", encoding="utf-8") as file:
+                    json.dump(tokenizer_config, file, indent=2, ensure_ascii=False)
+        return saved
 
     @property
     def model_input_names(self) -> list[str]:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates one virtual environment per transformers line (5.x and 4.57.x), installs the package with its test
+# extras, lints, checks that checkpoints cross between the lines, and runs the whole test suite on both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
+  python3 -m venv "$1"
+  "$1/bin/pip" install -q --upgrade pip
+  "$1/bin/pip" install -q torch==2.13.0  # the CPU build; must come before anything that pulls torch in
+  "$1/bin/pip" install -q -e ".[dev]" "$2"
+}
+
+make_venv .venv-test "transformers>=5,<6"
+make_venv .venv-test-457 "transformers==4.57.*"
+
+echo "== ruff"
+.venv-test/bin/ruff check src tests
+.venv-test/bin/ruff format --check src tests
+
+echo "== checkpoints cross between transformers lines"
+cross=$(mktemp -d)
+.venv-test/bin/python tests/cross_line_check.py write "$cross/from5"
+.venv-test-457/bin/python tests/cross_line_check.py verify "$cross/from5"
+.venv-test-457/bin/python tests/cross_line_check.py write "$cross/from457"
+.venv-test/bin/python tests/cross_line_check.py verify "$cross/from457"
+rm -rf "$cross"
+
+echo "== pytest on transformers 4.57"
+.venv-test-457/bin/python -m pytest -q -p no:cacheprovider
+echo "== pytest on transformers 5"
+.venv-test/bin/python -m pytest -q -p no:cacheprovider
