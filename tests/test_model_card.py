@@ -1,4 +1,4 @@
-"""The model card: Hub front matter that parses, parameter counts that match the model, usage that runs."""
+"""The model card: Hub front matter that parses, parameter counts that match the model, usage naming the repo."""
 
 from __future__ import annotations
 

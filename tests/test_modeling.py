@@ -32,6 +32,19 @@ def test_greedy_with_kv_cache_equals_recomputing_the_sequence(tiny):
     assert torch.equal(cached, recomputed)
 
 
+@pytest.mark.parametrize("use_cache, expected_tower_calls", [(True, 1), (False, 6)])
+def test_pixels_reach_the_tower_on_prefill_only_when_caching(tiny_clip, use_cache, expected_tower_calls):
+    _, model, processor = tiny_clip
+    inputs = _inputs(processor, user_prompt(processor, "Once?", 1), [draw_image(12)])
+    calls = []
+    hook = model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, use_cache=use_cache)
+    finally:
+        hook.remove()
+    assert len(calls) == expected_tower_calls
+
+
 @pytest.mark.parametrize("counts", [(1, 2), (2, 0), (0, 3)])
 def test_padded_batch_gives_the_same_greedy_tokens_as_each_prompt_alone(tiny, counts):
     _, model, processor = tiny
