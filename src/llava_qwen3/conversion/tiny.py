@@ -15,13 +15,13 @@ from transformers import CLIPImageProcessor, PreTrainedTokenizerBase, Qwen2Token
 
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
+from .build import IMAGE_TOKEN, finish_generation_config
 
 # Qwen2/Qwen3's pre-tokenizer split, followed by byte-level encoding, as in their tokenizer.json.
 QWEN_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-IMAGE_TOKEN = "<image>"
 
 _WORDS = {
     "colour": ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"],
@@ -48,8 +48,11 @@ def tokenizer_corpus() -> list[str]:
     return sentences
 
 
-def train_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerBase:
-    """A byte-level BPE tokenizer built the way Qwen's is, with Qwen's special tokens and `<image>`."""
+def train_tokenizer(
+    corpus: list[str] | None = None, vocab_size: int = 512, with_image_token: bool = True
+) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer built the way Qwen's is, with Qwen's special tokens (and `<image>`)."""
+    special_tokens = QWEN_SPECIAL_TOKENS + ([IMAGE_TOKEN] if with_image_token else [])
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -60,7 +63,7 @@ def train_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512) -> P
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=QWEN_SPECIAL_TOKENS + [IMAGE_TOKEN],
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -71,7 +74,7 @@ def train_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512) -> P
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
-        additional_special_tokens=["<|im_start|>", "<|im_end|>", IMAGE_TOKEN],
+        additional_special_tokens=special_tokens[1:],  # the first, <|endoftext|>, is the pad token
         padding_side="left",
     )
 
@@ -136,10 +139,7 @@ def build_tiny_checkpoint(
     )
     torch.manual_seed(seed)
     model = LlavaQwen3ForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # A placeholder is input only: never let generation emit one.
-    model.generation_config.suppress_tokens = [config.image_token_id]
+    finish_generation_config(model.generation_config, tokenizer, config.image_token_id)
     processor = LlavaQwen3Processor(image_processor_for(config), tokenizer, image_seq_length=config.image_seq_length)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

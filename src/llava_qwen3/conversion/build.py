@@ -1,0 +1,221 @@
+"""Compose a LLaVA-Qwen3 checkpoint from pretrained parts: a CLIP/SigLIP tower, a Qwen3 causal LM, a projector.
+
+    llava-qwen3-build --vision DIR_OR_ID --text DIR_OR_ID --output DIR [--projector FILE] [--projector-type T]
+                      [--vision-feature-layer N] [--vision-feature-select-strategy S] [--dtype D]
+
+Every input is checked before anything is written; the folder is written to a temporary sibling and renamed into
+place at the end, so a failure leaves no half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoTokenizer,
+    CLIPVisionModel,
+    GenerationConfig,
+    PreTrainedTokenizerBase,
+    Qwen3ForCausalLM,
+    SiglipVisionModel,
+)
+
+from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
+from ..processing import LlavaQwen3Processor
+
+IMAGE_TOKEN = "<image>"
+QWEN_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+TOWER_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel}
+TOWER_CLASSES |= {"siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# LLaVA's mm_projector is nn.Sequential(Linear, GELU, Linear): indices 0 and 2.
+LLAVA_PROJECTOR_KEYS = {"mm_projector.0.": "linear_1.", "mm_projector.2.": "linear_2."}
+
+
+def read_projector(path: Path) -> dict[str, torch.Tensor]:
+    """Projector weights from a safetensors file or LLaVA's `mm_projector.bin`, under this model's names."""
+    if not path.is_file():
+        raise ValueError(f"--projector {path} is not a file.")
+    if path.suffix == ".safetensors":
+        weights = load_file(path)
+    else:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    renamed = {}
+    for name, tensor in weights.items():
+        short = name.removeprefix("model.").removeprefix("multi_modal_projector.")
+        for llava_prefix, ours in LLAVA_PROJECTOR_KEYS.items():
+            if short.startswith(llava_prefix):
+                short = ours + short.removeprefix(llava_prefix)
+        renamed[short] = tensor
+    return renamed
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and any(output.iterdir()):
+        raise ValueError(f"--output {output} exists and is not empty; choose a new folder.")
+
+
+def _load_config(source: str, role: str) -> object:
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--{role} {source!r} is not a checkpoint folder or reachable repo: {error}") from error
+
+
+def add_image_token(tokenizer: PreTrainedTokenizerBase, language_model: Qwen3ForCausalLM) -> int:
+    """Adds `<image>` as a special token; its embedding row starts at the mean of the existing rows."""
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    embeddings = language_model.get_input_embeddings().weight
+    existing_rows = embeddings.shape[0]
+    if len(tokenizer) > existing_rows:
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # Qwen pads its embedding matrix beyond the tokenizer, so the new id may fall on an existing, untrained row.
+    with torch.no_grad():
+        embeddings = language_model.get_input_embeddings().weight
+        embeddings[image_token_id] = embeddings[: min(image_token_id, existing_rows)].mean(dim=0)
+        head = language_model.get_output_embeddings().weight
+        if head.data_ptr() != embeddings.data_ptr():
+            head[image_token_id] = head[: min(image_token_id, existing_rows)].mean(dim=0)
+    return image_token_id
+
+
+def finish_generation_config(
+    generation_config: GenerationConfig, tokenizer: PreTrainedTokenizerBase, image_token_id: int
+) -> None:
+    """Qwen's stop tokens (where the language model's own config names none) and no `<image>` in the output."""
+    if generation_config.eos_token_id is None:
+        stops = [tokenizer.convert_tokens_to_ids(token) for token in QWEN_STOP_TOKENS if token in tokenizer.get_vocab()]
+        generation_config.eos_token_id = stops
+    if generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+    # A placeholder is input only: never let generation emit one.
+    generation_config.suppress_tokens = [image_token_id]
+
+
+def smoke_test(model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor) -> None:
+    """Generates two tokens about a drawn image: the parts fit together before anything is written."""
+    size = model.config.vision_config.image_size
+    image = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(image).ellipse((size // 4, size // 4, 3 * size // 4, 3 * size // 4), fill="red")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(images=[image], text=prompt, return_tensors="pt").to(model.dtype)
+    model.generate(**inputs, max_new_tokens=2, do_sample=False)
+
+
+def build_checkpoint(
+    vision: str,
+    text: str,
+    output: str | Path,
+    projector: str | Path | None = None,
+    projector_type: str = "mlp2x_gelu",
+    vision_feature_layer: int | list[int] = -2,
+    vision_feature_select_strategy: str = "default",
+    dtype: str = "float32",
+    max_shard_size: str = "5GB",
+) -> Path:
+    """Builds the checkpoint in `output` and returns its path; see the module docstring."""
+    output = Path(output)
+    _check_output(output)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
+    vision_config = _load_config(vision, "vision")
+    text_config = _load_config(text, "text")
+    if vision_config.model_type not in TOWER_CLASSES:
+        raise ValueError(f"--vision {vision!r} is a {vision_config.model_type!r} model; expected CLIP or SigLIP.")
+    if text_config.model_type != "qwen3":
+        raise ValueError(f"--text {text!r} is a {text_config.model_type!r} model; expected a Qwen3 causal LM.")
+
+    tower = TOWER_CLASSES[vision_config.model_type].from_pretrained(vision)
+    language_model = Qwen3ForCausalLM.from_pretrained(text)
+    tokenizer = AutoTokenizer.from_pretrained(text, padding_side="left")
+    image_processor = AutoImageProcessor.from_pretrained(vision)
+    image_token_id = add_image_token(tokenizer, language_model)
+
+    config = LlavaQwen3Config(
+        vision_config=tower.config.to_dict(),
+        text_config=language_model.config.to_dict(),
+        image_token_id=image_token_id,
+        projector_type=projector_type,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+    )
+    model = LlavaQwen3ForConditionalGeneration(config).eval()
+    if projector is not None:
+        weights = read_projector(Path(projector))
+        expected = {name: tuple(p.shape) for name, p in model.model.multi_modal_projector.state_dict().items()}
+        given = {name: tuple(t.shape) for name, t in weights.items()}
+        if given != expected:
+            raise ValueError(f"--projector {projector} holds {given}; this tower and language model need {expected}.")
+        model.model.multi_modal_projector.load_state_dict(weights)
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    model.model.language_model.load_state_dict(language_model.model.state_dict())
+    if not config.tie_word_embeddings:
+        model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+
+    model.generation_config.update(**language_model.generation_config.to_diff_dict())
+    finish_generation_config(model.generation_config, tokenizer, image_token_id)
+    processor = LlavaQwen3Processor(image_processor, tokenizer, image_seq_length=config.image_seq_length)
+    model.to(DTYPES[dtype])
+    # from_pretrained(dtype="auto") reads the sub-configs too; they still carry the parts' original dtypes.
+    for part_config in (config, config.text_config, config.vision_config):
+        part_config.dtype = DTYPES[dtype]
+    smoke_test(model, processor)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        processor.save_pretrained(staging)
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of build_checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vision", required=True, help="CLIP/SigLIP checkpoint (vision-only or full), folder or id")
+    parser.add_argument("--text", required=True, help="Qwen3 causal LM checkpoint, folder or id")
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--projector", type=Path, help="projector weights: safetensors or LLaVA mm_projector.bin")
+    parser.add_argument("--projector-type", default="mlp2x_gelu", choices=["mlp2x_gelu", "mlp_relu_ln"])
+    parser.add_argument("--vision-feature-layer", type=int, nargs="+", default=[-2])
+    parser.add_argument("--vision-feature-select-strategy", default="default", choices=["default", "full"])
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--max-shard-size", default="5GB")
+    args = parser.parse_args(argv)
+    layers = args.vision_feature_layer
+    try:
+        folder = build_checkpoint(
+            args.vision,
+            args.text,
+            args.output,
+            projector=args.projector,
+            projector_type=args.projector_type,
+            vision_feature_layer=layers[0] if len(layers) == 1 else layers,
+            vision_feature_select_strategy=args.vision_feature_select_strategy,
+            dtype=args.dtype,
+            max_shard_size=args.max_shard_size,
+        )
+    except ValueError as error:
+        parser.exit(2, f"llava-qwen3-build: error: {error}\n")
+    for path in sorted(folder.iterdir()):
+        print(f"{path.stat().st_size:>12,}  {path}")
+
+
+if __name__ == "__main__":
+    main()
