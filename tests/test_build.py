@@ -94,7 +94,8 @@ def test_build_loads_in_a_fresh_process_and_keeps_text_logits(parts, tmp_path, v
     embeddings = built.get_input_embeddings().weight
     assert torch.allclose(embeddings[image_id], embeddings[:image_id].mean(0), atol=1e-6)
     assert built.generation_config.suppress_tokens == [image_id]
-    assert built.generation_config.eos_token_id == processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    stops = processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert built.generation_config.eos_token_id == stops
     inputs = processor(images=[draw_image(1)], text="<image> what?", return_tensors="pt")
     assert built.generate(**inputs, max_new_tokens=2, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 2
 

@@ -10,8 +10,6 @@ place at the end, so a failure leaves no half-written checkpoint.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,12 +28,12 @@ from transformers import (
 
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
+from .writing import DTYPES, cast, check_dtype, check_output_folder, print_folder, write_checkpoint
 
 IMAGE_TOKEN = "<image>"
 QWEN_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 TOWER_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel}
 TOWER_CLASSES |= {"siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # LLaVA's mm_projector is nn.Sequential(Linear, GELU, Linear): indices 0 and 2.
 LLAVA_PROJECTOR_KEYS = {"mm_projector.0.": "linear_1.", "mm_projector.2.": "linear_2."}
 
@@ -56,11 +54,6 @@ def read_projector(path: Path) -> dict[str, torch.Tensor]:
                 short = ours + short.removeprefix(llava_prefix)
         renamed[short] = tensor
     return renamed
-
-
-def _check_output(output: Path) -> None:
-    if output.exists() and any(output.iterdir()):
-        raise ValueError(f"--output {output} exists and is not empty; choose a new folder.")
 
 
 def _load_config(source: str, role: str) -> object:
@@ -125,9 +118,8 @@ def build_checkpoint(
 ) -> Path:
     """Builds the checkpoint in `output` and returns its path; see the module docstring."""
     output = Path(output)
-    _check_output(output)
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
+    check_output_folder(output)
+    torch_dtype = check_dtype(dtype)
     vision_config = _load_config(vision, "vision")
     text_config = _load_config(text, "text")
     if vision_config.model_type not in TOWER_CLASSES:
@@ -165,24 +157,9 @@ def build_checkpoint(
     model.generation_config.update(**language_model.generation_config.to_diff_dict())
     finish_generation_config(model.generation_config, tokenizer, image_token_id)
     processor = LlavaQwen3Processor(image_processor, tokenizer, image_seq_length=config.image_seq_length)
-    model.to(DTYPES[dtype])
-    # from_pretrained(dtype="auto") reads the sub-configs too; they still carry the parts' original dtypes.
-    for part_config in (config, config.text_config, config.vision_config):
-        part_config.dtype = DTYPES[dtype]
+    cast(model, torch_dtype)
     smoke_test(model, processor)
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
-        model.save_pretrained(staging, max_shard_size=max_shard_size)
-        processor.save_pretrained(staging)
-        if output.exists():
-            output.rmdir()
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output
+    return write_checkpoint(model, processor, output, max_shard_size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:
         parser.exit(2, f"llava-qwen3-build: error: {error}\n")
-    for path in sorted(folder.iterdir()):
-        print(f"{path.stat().st_size:>12,}  {path}")
+    print_folder(folder)
 
 
 if __name__ == "__main__":
