@@ -55,10 +55,10 @@ def tiny_clip(tmp_path_factory):
     return folder, model, processor
 
 
-def run_fresh_python(code: str, cwd: Path, block_package: bool = True) -> str:
+def run_fresh_python(code: str, cwd: Path, block_package: bool = True, env: dict[str, str] | None = None) -> str:
     """Runs `code` in a new interpreter, offline, where `llava_qwen3` cannot be imported when `block_package`."""
     prelude = "import sys\nsys.modules['llava_qwen3'] = None\n" if block_package else ""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": "", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         cwd=cwd,

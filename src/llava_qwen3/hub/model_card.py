@@ -103,7 +103,23 @@ messages = [{{"role": "user", "content": [image, {{"type": "text", "text": "Desc
 print(pipe(text=messages, max_new_tokens=40, return_full_text=False)[0]["generated_text"])
 ```
 """
-    return f"---\n{data.to_yaml()}\n---\n{body}"
+    return f"---\n{data.to_yaml()}\n---\n{body}{results_sections(Path(folder))}"
+
+
+def results_sections(folder: Path) -> str:
+    """Training and evaluation sections from the metric files transformers' Trainer writes, where present."""
+    sections = ""
+    for file_name, title in (("train_results.json", "Training"), ("eval_results.json", "Evaluation")):
+        path = folder / file_name
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            rows = "\n".join(f"| {name} | {_format_metric(value)} |" for name, value in sorted(metrics.items()))
+            sections += f"\n## {title}\n\n| metric | value |\n| --- | --- |\n{rows}\n"
+    return sections
+
+
+def _format_metric(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_model_card(folder: str | Path, repo_id: str, **card_options: object) -> Path:
