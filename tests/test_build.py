@@ -125,6 +125,19 @@ def test_build_loads_a_llava_projector_and_saves_the_dtype(parts, tmp_path):
     )
 
 
+def test_build_shards_weights_above_the_size_limit(parts, tmp_path):
+    output = build_checkpoint(str(parts / "siglip"), str(parts / "qwen3"), tmp_path / "built", max_shard_size="200KB")
+    shards = sorted(path.name for path in output.glob("*.safetensors"))
+    assert len(shards) > 1 and (output / "model.safetensors.index.json").is_file()
+    from llava_qwen3 import LlavaQwen3ForConditionalGeneration
+    from llava_qwen3.hub import checkpoint_files
+
+    assert {"model.safetensors.index.json", *shards} <= {path.name for path in checkpoint_files(output)}
+    built = LlavaQwen3ForConditionalGeneration.from_pretrained(output)
+    original = Qwen3ForCausalLM.from_pretrained(parts / "qwen3")
+    assert torch.equal(built.model.language_model.norm.weight, original.model.norm.weight)
+
+
 def test_bad_inputs_stop_before_anything_is_written(parts, tmp_path, capsys):
     LlamaForCausalLM(
         LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=99)
