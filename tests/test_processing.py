@@ -108,7 +108,7 @@ def test_bad_inputs_raise_clear_errors(tiny_clip, tmp_path):
         processor(images=[[draw_image(1)], [draw_image(2), draw_image(3)]], text=["<image>", "<image>"])
     with pytest.raises(ValueError, match="does not exist"):
         processor(images=[tmp_path / "missing.png"], text="<image>")
-    with pytest.raises(ValueError, match="truncation cut into an image"):
+    with pytest.raises(ValueError, match="truncation cut into a placeholder"):
         processor(images=[draw_image(1)], text="hello <image>", truncation=True, max_length=5)
     with pytest.raises(ValueError, match="text is required"):
         processor(images=[draw_image(1)])

@@ -8,6 +8,7 @@ is not installed.
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
+from .generation import LlavaQwen3Generator
 from .modeling import (
     LlavaQwen3Config,
     LlavaQwen3ForConditionalGeneration,
@@ -43,6 +44,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "LlavaQwen3Config",
     "LlavaQwen3ForConditionalGeneration",
+    "LlavaQwen3Generator",
     "LlavaQwen3Model",
     "LlavaQwen3PreTrainedModel",
     "LlavaQwen3Processor",

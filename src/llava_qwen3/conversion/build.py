@@ -21,6 +21,7 @@ from transformers import (
     AutoTokenizer,
     CLIPVisionModel,
     GenerationConfig,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
     Qwen3ForCausalLM,
     SiglipVisionModel,
@@ -63,22 +64,22 @@ def _load_config(source: str, role: str) -> object:
         raise ValueError(f"--{role} {source!r} is not a checkpoint folder or reachable repo: {error}") from error
 
 
-def add_image_token(tokenizer: PreTrainedTokenizerBase, language_model: Qwen3ForCausalLM) -> int:
-    """Adds `<image>` as a special token; its embedding row starts at the mean of the existing rows."""
-    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    embeddings = language_model.get_input_embeddings().weight
-    existing_rows = embeddings.shape[0]
-    if len(tokenizer) > existing_rows:
-        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+def add_placeholder_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, token: str) -> int:
+    """Adds `token` as a special token; its embedding (and output) row starts at the mean of the rows before it."""
+    if token in tokenizer.get_vocab():
+        raise ValueError(f"the tokenizer already has {token!r}; choose another placeholder.")
+    tokenizer.add_tokens([token], special_tokens=True)
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     # Qwen pads its embedding matrix beyond the tokenizer, so the new id may fall on an existing, untrained row.
     with torch.no_grad():
-        embeddings = language_model.get_input_embeddings().weight
-        embeddings[image_token_id] = embeddings[: min(image_token_id, existing_rows)].mean(dim=0)
-        head = language_model.get_output_embeddings().weight
+        embeddings = model.get_input_embeddings().weight
+        embeddings[token_id] = embeddings[:token_id].mean(dim=0)
+        head = model.get_output_embeddings().weight
         if head.data_ptr() != embeddings.data_ptr():
-            head[image_token_id] = head[: min(image_token_id, existing_rows)].mean(dim=0)
-    return image_token_id
+            head[token_id] = head[:token_id].mean(dim=0)
+    return token_id
 
 
 def finish_generation_config(
@@ -131,7 +132,7 @@ def build_checkpoint(
     language_model = Qwen3ForCausalLM.from_pretrained(text)
     tokenizer = AutoTokenizer.from_pretrained(text, padding_side="left")
     image_processor = AutoImageProcessor.from_pretrained(vision)
-    image_token_id = add_image_token(tokenizer, language_model)
+    image_token_id = add_placeholder_token(tokenizer, language_model, IMAGE_TOKEN)
 
     config = LlavaQwen3Config(
         vision_config=tower.config.to_dict(),

@@ -34,6 +34,23 @@ def _sub_config(value: Any, allowed: tuple[str, ...], default: str, role: str) -
     return CONFIG_MAPPING[model_type](**value)
 
 
+def checked_modality(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A modality entry with its defaults filled in, or a ValueError naming the bad field."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"modality name {name!r} must be an identifier such as 'm1'.")
+    spec = {"token": f"<{name}>", "projector_type": "mlp2x_gelu", **spec}
+    if not isinstance(spec.get("input_dim"), int) or spec["input_dim"] < 1:
+        raise ValueError(f"modality {name!r} needs a positive int input_dim, got {spec.get('input_dim')!r}.")
+    if not isinstance(spec.get("token_id"), int):
+        raise ValueError(f"modality {name!r} needs the int token_id of its placeholder {spec['token']!r}.")
+    if spec["projector_type"] not in PROJECTOR_TYPES:
+        raise ValueError(
+            f"modality {name!r} has projector_type {spec['projector_type']!r}; "
+            f"expected one of {', '.join(PROJECTOR_TYPES)}."
+        )
+    return spec
+
+
 class LlavaQwen3Config(PretrainedConfig):
     r"""Configuration of [`LlavaQwen3ForConditionalGeneration`].
 
@@ -55,6 +72,10 @@ class LlavaQwen3Config(PretrainedConfig):
             Whether the projector's linear layers have biases.
         tie_word_embeddings (`bool`, *optional*):
             Tie the output head to the input embeddings. Defaults to the text config's setting.
+        modalities (`dict[str, dict]`, *optional*):
+            Extra inputs given as precomputed embeddings, by name: `{"m1": {"input_dim": 768, "token_id": 151670,
+            "token": "<m1>", "projector_type": "mlp2x_gelu"}}`. Each gets its own projector into the language
+            model's hidden size; each of its vectors replaces one `token` placeholder.
     """
 
     model_type = "llava_qwen3"
@@ -70,6 +91,7 @@ class LlavaQwen3Config(PretrainedConfig):
         vision_feature_select_strategy: str = "default",
         multimodal_projector_bias: bool = True,
         tie_word_embeddings: bool | None = None,
+        modalities: dict[str, dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         self.vision_config = _sub_config(vision_config, VISION_MODEL_TYPES, "clip_vision_model", "vision_config")
@@ -88,6 +110,7 @@ class LlavaQwen3Config(PretrainedConfig):
         self.vision_feature_layer = self._checked_feature_layer(vision_feature_layer)
         self.image_token_id = image_token_id
         self.multimodal_projector_bias = multimodal_projector_bias
+        self.modalities = {name: checked_modality(name, spec) for name, spec in (modalities or {}).items()}
         # Saved configs carry the derived value; it must agree with the tower.
         saved_seq_length = kwargs.pop("image_seq_length", None)
         if saved_seq_length is not None and saved_seq_length != self.image_seq_length:

@@ -19,7 +19,7 @@ from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_llava_qwen3 import LlavaQwen3Config
+from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -100,8 +100,33 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             config.projector_type,
             bias=config.multimodal_projector_bias,
         )
+        self.modality_projectors = nn.ModuleDict(
+            {name: self._modality_projector(spec) for name, spec in config.modalities.items()}
+        )
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
+
+    def _modality_projector(self, spec: dict[str, Any]) -> LlavaQwen3MultiModalProjector:
+        return LlavaQwen3MultiModalProjector(
+            spec["input_dim"],
+            self.config.text_config.hidden_size,
+            spec["projector_type"],
+            bias=self.config.multimodal_projector_bias,
+        )
+
+    def add_modality(
+        self, name: str, input_dim: int, token_id: int, token: str | None = None, projector_type: str = "mlp2x_gelu"
+    ) -> None:
+        """Adds a modality's config entry and a freshly initialised projector (the token must exist already)."""
+        if name in self.config.modalities:
+            raise ValueError(f"modality {name!r} exists already.")
+        spec = {"input_dim": input_dim, "token_id": token_id, "projector_type": projector_type}
+        spec = checked_modality(name, spec if token is None else {**spec, "token": token})
+        projector = self._modality_projector(spec)
+        weight = self.get_input_embeddings().weight
+        projector.apply(self._init_weights).to(weight.device, weight.dtype)
+        self.modality_projectors[name] = projector
+        self.config.modalities = {**self.config.modalities, name: spec}
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -131,17 +156,47 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         selected = torch.cat([hidden_states[index][:, first_token:] for index in layers], dim=-1)
         return self.multi_modal_projector(selected)
 
-    def _image_token_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    def get_modality_features(self, name: str, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        """Projected features of a modality's items, in order: `(total_vectors, text_hidden_size)`.
+
+        Each item is one vector `(input_dim,)` or a sequence of vectors `(n, input_dim)`.
+        """
+        if name not in self.config.modalities:
+            known = ", ".join(self.config.modalities) or "none"
+            raise ValueError(f"modality {name!r} is unknown; this model has: {known}. Add it with add_modality.")
+        input_dim = self.config.modalities[name]["input_dim"]
+        projector = self.modality_projectors[name]
+        weight = projector.linear_1.weight
+        rows = []
+        for index, item in enumerate(embeddings):
+            item = torch.as_tensor(item)
+            if item.ndim not in (1, 2) or item.shape[-1] != input_dim:
+                raise ValueError(
+                    f"modality {name!r} item {index} has shape {tuple(item.shape)}; expected ({input_dim},) or "
+                    f"(n, {input_dim})."
+                )
+            rows.append(item.reshape(-1, input_dim).to(weight.device, weight.dtype))
+        if not rows:
+            raise ValueError(f"modality {name!r} was given no embeddings.")
+        return projector(torch.cat(rows))
+
+    def _placeholder_mask(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, token_id: int
+    ) -> torch.Tensor:
         if input_ids is not None:
-            return input_ids == self.config.image_token_id
-        image_token = torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
-        return (inputs_embeds == self.get_input_embeddings()(image_token)).all(-1)
+            return input_ids == token_id
+        placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+        return (inputs_embeds == placeholder).all(-1)
+
+    def _scatter(self, inputs_embeds: torch.Tensor, mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        features = features.to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), features)
 
     def merge_image_features(
         self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
     ) -> torch.Tensor:
         """Writes the image features, in order, over the `<image>` placeholder positions of the batch."""
-        mask = self._image_token_mask(input_ids, inputs_embeds)
+        mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
         num_placeholders = int(mask.sum())
         num_images, per_image = image_features.shape[:2]
         if num_placeholders != num_images * per_image:
@@ -150,8 +205,36 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
                 f"of {per_image} tokens) but {num_images} images were given. Build inputs with the processor, which "
                 "expands each <image> in the text to the right number of tokens."
             )
-        features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
-        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), features)
+        return self._scatter(inputs_embeds, mask, image_features)
+
+    def merge_modality_features(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor, modality_embeds: dict[str, list]
+    ) -> torch.Tensor:
+        """Writes each modality's projected vectors, in order, over its placeholder positions of the batch."""
+        for name, embeddings in modality_embeds.items():
+            features = self.get_modality_features(name, embeddings)
+            spec = self.config.modalities[name]
+            mask = self._placeholder_mask(input_ids, inputs_embeds, spec["token_id"])
+            num_placeholders = int(mask.sum())
+            if num_placeholders != features.shape[0]:
+                raise ValueError(
+                    f"The input holds {num_placeholders} {spec['token']} placeholder tokens but the {name!r} "
+                    f"embeddings give {features.shape[0]} vectors (a (dim,) item is one vector, an (n, dim) item n). "
+                    "Build inputs with the processor, which expands each placeholder to its item's length."
+                )
+            inputs_embeds = self._scatter(inputs_embeds, mask, features)
+        return inputs_embeds
+
+    def _check_placeholders_have_inputs(
+        self, input_ids: torch.Tensor, given_modalities: set[str], has_pixels: bool
+    ) -> None:
+        placeholders = {"image": (self.config.image_token_id, has_pixels)}
+        for name, spec in self.config.modalities.items():
+            placeholders[name] = (spec["token_id"], name in given_modalities)
+        for name, (token_id, given) in placeholders.items():
+            if not given and bool((input_ids == token_id).any()):
+                inputs = "pixel_values" if name == "image" else f"modality_embeds[{name!r}]"
+                raise ValueError(f"The input holds {name} placeholder tokens but no {inputs} were given.")
 
     def forward(
         self,
@@ -162,23 +245,28 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         **kwargs: Any,
     ) -> LlavaQwen3ModelOutputWithPast:
+        r"""
+        modality_embeds (`dict[str, list[torch.Tensor]]`, *optional*):
+            Precomputed embeddings by modality name, each item `(input_dim,)` (one token) or `(n, input_dim)`
+            (n tokens), in placeholder order across the batch.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        modality_embeds = modality_embeds or {}
+        if input_ids is not None and _is_prefill(past_key_values):
+            self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
 
         image_features = None
         if pixel_values is not None:
             image_features = self.get_image_features(pixel_values)
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
-        elif (
-            input_ids is not None
-            and _is_prefill(past_key_values)
-            and bool((input_ids == self.config.image_token_id).any())
-        ):
-            raise ValueError("The input holds image placeholder tokens but no pixel_values were given.")
+        if modality_embeds:
+            inputs_embeds = self.merge_modality_features(input_ids, inputs_embeds, modality_embeds)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -240,11 +328,15 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> LlavaQwen3CausalLMOutputWithPast | tuple:
         r"""
+        modality_embeds (`dict[str, list[torch.Tensor]]`, *optional*):
+            Precomputed embeddings by modality name, each item `(input_dim,)` (one token) or `(n, input_dim)`
+            (n tokens), in placeholder order across the batch.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token targets aligned with `input_ids`; positions set to -100 are ignored by the loss.
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
@@ -258,6 +350,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            modality_embeds=modality_embeds,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -282,13 +375,19 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         return output if return_dict else output.to_tuple()
 
     def prepare_inputs_for_generation(
-        self, *args: Any, pixel_values: torch.FloatTensor | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        pixel_values: torch.FloatTensor | None = None,
+        modality_embeds: dict[str, list[torch.Tensor]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        # Pixels belong to the prefill step only: afterwards the cache already holds the image, and the new
-        # tokens hold no placeholders. transformers 4.57 does not drop them by itself, so both lines go through here.
+        # Pixels and embeddings belong to the prefill step only: afterwards the cache already holds them, and the new
+        # tokens hold no placeholders. transformers 4.57 does not drop pixels by itself and neither line knows
+        # modality_embeds, so both go through here.
         model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         if _is_prefill(model_inputs.get("past_key_values")) or not kwargs.get("use_cache", True):
             model_inputs["pixel_values"] = pixel_values
+            model_inputs["modality_embeds"] = modality_embeds
         return model_inputs
 
 
