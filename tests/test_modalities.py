@@ -159,3 +159,48 @@ def test_bad_modality_inputs_raise_clear_errors(with_modalities, tmp_path):
         LlavaQwen3Generator(model, processor).generate(
             {"text": "<m1>", "multimodal_data": {"multimodal_embeddings": {"m1": [tmp_path / "missing.npy"]}}}
         )
+
+
+def test_worked_example_clip_embeddings_as_m1(tiny_clip, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    clip_config = CLIPVisionConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=24,
+    )
+    CLIPVisionModelWithProjection(clip_config).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path / "clip"
+    )
+    draw_image(11).save(tmp_path / "photo.png")
+    example = Path(__file__).parents[1] / "examples" / "clip_embeddings_as_m1.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            "--clip",
+            str(tmp_path / "clip"),
+            "--checkpoint",
+            str(tiny_clip[0]),
+            "--image",
+            str(tmp_path / "photo.png"),
+            "--output",
+            str(tmp_path / "with-m1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "m1: CLIP embedding of photo.png, 24 values" in result.stdout and "\nA: " in result.stdout
+    saved = LlavaQwen3ForConditionalGeneration.from_pretrained(tmp_path / "with-m1")
+    assert saved.config.modalities["m1"]["input_dim"] == 24
