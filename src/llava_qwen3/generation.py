@@ -13,36 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from .modeling import LlavaQwen3ForConditionalGeneration
 from .processing import LlavaQwen3Processor
-
-
-def load_embedding(item: Any) -> torch.Tensor:
-    """A tensor from a tensor, an array, or a .npy / .safetensors file holding exactly one tensor."""
-    if isinstance(item, (str, Path)):
-        path = Path(item)
-        if not path.is_file():
-            raise ValueError(f"embedding file {path} does not exist.")
-        if path.suffix == ".npy":
-            return torch.from_numpy(np.load(path))
-        if path.suffix == ".safetensors":
-            tensors = load_file(path)
-            if len(tensors) != 1:
-                raise ValueError(f"{path} holds {len(tensors)} tensors ({', '.join(tensors)}); expected exactly one.")
-            return next(iter(tensors.values()))
-        raise ValueError(f"embedding file {path} is neither .npy nor .safetensors.")
-    return torch.as_tensor(item)
-
-
-def _with_loaded_embeddings(record: dict) -> dict:
-    data = record.get("multimodal_data") or {}
-    embeddings = data.get("multimodal_embeddings") or {}
-    loaded = {name: [load_embedding(item) for item in items] for name, items in embeddings.items()}
-    return {**record, "multimodal_data": {**data, "multimodal_embeddings": loaded}}
+from .records import with_loaded_embeddings
 
 
 class LlavaQwen3Generator:
@@ -63,7 +38,7 @@ class LlavaQwen3Generator:
         single = isinstance(records, dict)
         batch = [records] if single else list(records)
         inputs = self.processor.process_records(
-            [_with_loaded_embeddings(record) for record in batch], return_tensors="pt"
+            [with_loaded_embeddings(record) for record in batch], return_tensors="pt"
         )
         inputs = inputs.to(self.model.device)
         generate_kwargs.setdefault("do_sample", False)
