@@ -8,7 +8,7 @@ make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
   python3 -m venv "$1"
   "$1/bin/pip" install -q --upgrade pip
   "$1/bin/pip" install -q torch==2.13.0  # the CPU build; must come before anything that pulls torch in
-  "$1/bin/pip" install -q -e ".[dev]" "$2"
+  "$1/bin/pip" install -q -e ".[dev,train]" "$2"
 }
 
 make_venv .venv-test "transformers>=5,<6"

@@ -137,3 +137,45 @@ def test_stage_one_for_a_new_modality_from_records_with_embedding_files(tiny_cli
     ).train()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {n for n in before if n.startswith("model.modality_projectors.m1.")}
+
+
+def test_lora_stage_trains_adapters_and_projector_and_merges_to_the_same_logits(tiny_clip, tmp_path):
+    from llava_qwen3.training.lora import add_lora, main, merge_lora
+
+    folder, _, processor = tiny_clip
+    model = add_lora(LlavaQwen3ForConditionalGeneration.from_pretrained(folder), r=8, alpha=16)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    examples = [
+        from_llava_record(
+            {"conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": c}]},
+            [draw_image(i)],
+        )
+        for i, c in enumerate(["Red.", "Blue.", "Green.", "Red."])
+    ]
+    trainer = LlavaQwen3Trainer(
+        model=model,
+        args=_training_args(tmp_path),
+        train_dataset=examples,
+        data_collator=ChatCollator(processor),
+        part_learning_rates={"projector": 2e-3},
+    )
+    trainer.train()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert any("lora_" in name for name in changed) and any("multi_modal_projector" in name for name in changed)
+    assert all("lora_" in name or "multi_modal_projector.modules_to_save" in name for name in changed), changed
+    assert not any("vision_tower" in name for name in changed)
+
+    model.eval()
+    inputs = processor(images=[draw_image(20)], text="<image> what colour?", return_tensors="pt")
+    with torch.no_grad():
+        adapter_logits = model(**inputs).logits
+    model.save_pretrained(tmp_path / "adapter")
+    merged = merge_lora(model)
+    with torch.no_grad():
+        assert torch.allclose(merged(**inputs).logits, adapter_logits, atol=1e-5)
+
+    main([str(folder), str(tmp_path / "adapter"), "--output", str(tmp_path / "merged")])
+    reloaded = LlavaQwen3ForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, adapter_logits, atol=1e-5)

@@ -13,8 +13,9 @@ from ..modeling import LlavaQwen3ForConditionalGeneration
 STAGES = ("projector", "full")
 
 
-def model_parts(model: LlavaQwen3ForConditionalGeneration) -> dict[str, list[nn.Module]]:
-    """The model's parts, by the names learning rates and stages use."""
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The model's parts, by the names learning rates and stages use (through a peft wrapper too)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
         "vision_tower": [model.model.vision_tower],
         "projector": [model.model.multi_modal_projector, model.model.modality_projectors],
@@ -39,7 +40,7 @@ def configure_stage(
 
 
 def parameter_groups(
-    model: LlavaQwen3ForConditionalGeneration, learning_rates: dict[str, float], default_lr: float, weight_decay: float
+    model: nn.Module, learning_rates: dict[str, float], default_lr: float, weight_decay: float
 ) -> list[dict]:
     """Optimizer groups per part (trainable parameters only), each at its own learning rate."""
     unknown = set(learning_rates) - set(model_parts(model))

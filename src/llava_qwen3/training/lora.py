@@ -1,0 +1,63 @@
+"""Stage 2 with LoRA (peft): adapters on the language model's projections, projectors trained in full; and the
+merge that turns the result back into a plain checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from ..conversion.writing import check_output_folder, print_folder, write_checkpoint
+from ..modeling import LlavaQwen3ForConditionalGeneration
+from ..processing import LlavaQwen3Processor
+
+QWEN3_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(
+    model: LlavaQwen3ForConditionalGeneration,
+    r: int = 128,
+    alpha: int = 256,
+    dropout: float = 0.05,
+    target_modules: tuple[str, ...] = QWEN3_LINEAR_LAYERS,
+) -> PeftModel:
+    """Wraps `model`: LoRA on `target_modules` of the language model only (never the tower's layers of the same
+    names), and the image and modality projectors trained in full and saved with the adapter."""
+    layers = "|".join(target_modules)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=rf".*language_model.*\.({layers})",
+        modules_to_save=["multi_modal_projector", *(f"modality_projectors.{name}" for name in model.config.modalities)],
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(model: PeftModel) -> LlavaQwen3ForConditionalGeneration:
+    """The plain model with the adapters folded into the weights."""
+    return model.merge_and_unload()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: merge a LoRA adapter into its base checkpoint and save a plain checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("base", help="the checkpoint the adapter was trained on")
+    parser.add_argument("adapter", help="the adapter folder (adapter_config.json, adapter_model.safetensors)")
+    parser.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args(argv)
+    try:
+        check_output_folder(args.output)
+        if not (Path(args.adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"{args.adapter} holds no adapter_config.json; pass the folder the training saved.")
+        base = LlavaQwen3ForConditionalGeneration.from_pretrained(args.base)
+        processor = LlavaQwen3Processor.from_pretrained(args.base)
+    except ValueError as error:
+        parser.exit(2, f"llava-qwen3-merge-lora: error: {error}\n")
+    merged = merge_lora(PeftModel.from_pretrained(base, args.adapter))
+    print_folder(write_checkpoint(merged, processor, args.output, max_shard_size="5GB"))
+
+
+if __name__ == "__main__":
+    main()
