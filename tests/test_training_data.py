@@ -73,3 +73,41 @@ def test_synthetic_held_out_split_holds_only_pairs_never_seen_in_training(tmp_pa
     image = draw_scene(train[0])
     colours = {pixel for pixel in image.getdata()}
     assert (255, 255, 255) in colours and len(colours) >= 2  # shapes drawn on white
+
+
+def test_a_datasets_folder_with_an_image_column(tmp_path):
+    import io
+
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    def png(colour: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 20), colour).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    turn = {"from": Value("string"), "value": Value("string")}
+    features = Features({"id": Value("string"), "image": ImageFeature(), "conversations": [turn]})
+    rows = {
+        "id": ["red", "broken", "blue"],
+        "image": [
+            {"bytes": png("red"), "path": None},
+            {"bytes": b"garbage", "path": None},
+            {"bytes": png("blue"), "path": None},
+        ],
+        "conversations": [
+            [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": colour}]
+            for colour in ("red", "?", "blue")
+        ],
+    }
+    Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "hf"))
+
+    dataset = RecordDataset(tmp_path / "hf")
+    assert len(dataset) == 2
+    assert (
+        dataset.skipped == [dataset.skipped[0]]
+        and "record broken: embedded image cannot be decoded" in dataset.skipped[0]
+    )
+    example = dataset[1]
+    assert example["images"][0].getpixel((5, 5)) == (0, 0, 255)
+    assert example["messages"][1] == {"role": "assistant", "content": "blue"}

@@ -1,6 +1,7 @@
 """Training data: record files -> chat examples with their images loaded.
 
-Formats, told apart per record:
+Sources: a JSON list or JSON-lines file, or a Hugging Face `datasets` dataset (a `save_to_disk` folder or a
+`datasets.Dataset`) with an image column. Formats, told apart per record:
 - LLaVA conversations: `{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
   {"from": "gpt", "value": ...}, ...]}`, multi-turn, `"image"` optional (text-only or embeddings-only records);
 - captions: `{"image", "text", "prompt"}` (`prompt` optional), one question and its answer.
@@ -9,6 +10,7 @@ Either may carry `"multimodal_data": {"multimodal_embeddings": {name: [items]}}`
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -41,20 +43,31 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
         raise ValueError(f"data file {path} is not JSON or JSON lines: {error}") from error
 
 
-def _open_image(path: Path, name: str, decode: bool = True) -> Image.Image | None:
+def _open_image(source: Path | bytes, name: str, decode: bool = True) -> Image.Image | None:
+    """The RGB image at a path or in encoded bytes; with `decode=False` only checks it is intact."""
+    where = "embedded image" if isinstance(source, bytes) else f"image {source}"
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             if not decode:
                 image.verify()  # reads the headers and checks the file's integrity without decoding pixels
                 return None
             return image.convert("RGB")
     except FileNotFoundError as error:
-        raise BadRecordError(f"{name}: image {path} does not exist") from error
+        raise BadRecordError(f"{name}: {where} does not exist") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise BadRecordError(f"{name}: image {path} cannot be decoded ({error})") from error
+        raise BadRecordError(f"{name}: {where} cannot be decoded ({error})") from error
 
 
-def _as_llava(record: Any, name: str) -> dict[str, Any]:
+def _image_source(value: Any, image_folder: Path) -> Path | bytes | None:
+    """Where a record's image is: a path under `image_folder`, or the bytes a `datasets` Image column holds."""
+    if isinstance(value, dict):  # datasets' Image(decode=False): {"bytes": ..., "path": ...}
+        if value.get("bytes"):
+            return value["bytes"]
+        value = value.get("path")
+    return image_folder / value if value else None
+
+
+def _as_llava(record: Any, name: str, has_image: bool) -> dict[str, Any]:
     """The record in LLaVA's conversation form (captions converted)."""
     if not isinstance(record, dict):
         raise BadRecordError(f"{name}: a record must be a JSON object")
@@ -62,49 +75,84 @@ def _as_llava(record: Any, name: str) -> dict[str, Any]:
         return record
     if isinstance(record.get("text"), str):
         prompt = record.get("prompt") or DEFAULT_CAPTION_PROMPT
-        human = ("<image>\n" if record.get("image") else "") + prompt
+        human = ("<image>\n" if has_image else "") + prompt
         turns = [{"from": "human", "value": human}, {"from": "gpt", "value": record["text"]}]
         return {**record, "conversations": turns}
     raise BadRecordError(f"{name}: neither 'conversations' (LLaVA) nor 'text' (caption) is present")
 
 
-class RecordDataset(Dataset):
-    """The usable records of a file as chat examples; images are decoded when an item is read.
+def _open_source(source: Any, image_column: str) -> tuple[Any, Path]:
+    """The rows of `source` and the folder its image paths are relative to.
 
-    Every record is checked when the dataset is made (conversation form, image present and intact, embedding files
-    present), so a bad one is reported with its id and skipped, or raised with `on_bad_record="error"`, before
-    training starts rather than inside a data-loader worker. Images resolve against `image_folder` (default: the
-    file's folder).
+    `source` is a JSON / JSON-lines file, a folder written by `datasets.Dataset.save_to_disk`, or a `datasets.Dataset`.
+    """
+    if hasattr(source, "column_names"):
+        rows, folder = source, Path.cwd()
+    elif Path(source).is_dir():
+        import datasets  # only needed for this form
+
+        rows, folder = datasets.load_from_disk(str(source)), Path(source)
+    else:
+        return load_records(source), Path(source).parent
+    if image_column in rows.column_names and type(rows.features[image_column]).__name__ == "Image":
+        from datasets import Image as ImageFeature
+
+        rows = rows.cast_column(image_column, ImageFeature(decode=False))  # decode when read, check when loaded
+    return rows, folder
+
+
+class RecordDataset(Dataset):
+    """The usable records of a source as chat examples; images are decoded when an item is read.
+
+    The source is a JSON / JSON-lines file, a `datasets` folder (`save_to_disk`) or a `datasets.Dataset`, whose rows
+    are records with an image column. Every record is checked when the dataset is made (conversation form, image
+    present and intact, embedding files present), so a bad one is reported with its id and skipped, or raised with
+    `on_bad_record="error"`, before training starts rather than inside a data-loader worker. Image paths resolve
+    against `image_folder` (default: the file's or folder's location).
     """
 
-    def __init__(self, path: str | Path, image_folder: str | Path | None = None, on_bad_record: str = "skip") -> None:
+    def __init__(
+        self,
+        source: Any,
+        image_folder: str | Path | None = None,
+        on_bad_record: str = "skip",
+        image_column: str = "image",
+    ) -> None:
         if on_bad_record not in ("skip", "error"):
             raise ValueError(f"on_bad_record {on_bad_record!r} is unknown; expected 'skip' or 'error'.")
-        self.image_folder = Path(image_folder) if image_folder is not None else Path(path).parent
-        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.rows, default_folder = _open_source(source, image_column)
+        self.image_folder = Path(image_folder) if image_folder is not None else default_folder
+        self.image_column = image_column
+        self.usable: list[int] = []
         self.skipped: list[str] = []
-        for index, record in enumerate(load_records(path)):
-            name = f"record {record.get('id', index) if isinstance(record, dict) else index}"
+        for index in range(len(self.rows)):
             try:
-                record = _as_llava(record, name)
-                if record.get("image"):
-                    _open_image(self.image_folder / record["image"], name, decode=False)
-                from_llava_record(record)  # checks the turns and loads the embedding files
-            except (BadRecordError, ValueError) as error:
-                message = str(error) if str(error).startswith(name) else f"{name}: {error}"
+                name, record, image = self._read(index)
+                if image is not None:
+                    _open_image(image, name, decode=False)
+                try:
+                    from_llava_record(record)  # checks the turns and loads the embedding files
+                except ValueError as error:
+                    raise BadRecordError(f"{name}: {error}") from error
+            except BadRecordError as error:
                 if on_bad_record == "error":
-                    raise BadRecordError(message) from error
-                logger.warning("skipping %s", message)
-                self.skipped.append(message)
+                    raise
+                logger.warning("skipping %s", error)
+                self.skipped.append(str(error))
                 continue
-            self.records.append((name, record))
-        if not self.records:
-            raise ValueError(f"{path} holds no usable record.")
+            self.usable.append(index)
+        if not self.usable:
+            raise ValueError(f"{source} holds no usable record.")
+
+    def _read(self, index: int) -> tuple[str, dict[str, Any], Path | bytes | None]:
+        record = self.rows[index]
+        name = f"record {record.get('id', index) if isinstance(record, dict) else index}"
+        image = _image_source(record.get(self.image_column), self.image_folder) if isinstance(record, dict) else None
+        return name, _as_llava(record, name, image is not None), image
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.usable)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        name, record = self.records[index]
-        images = [_open_image(self.image_folder / record["image"], name)] if record.get("image") else []
-        return from_llava_record(record, images)
+        name, record, image = self._read(self.usable[index])
+        return from_llava_record(record, [_open_image(image, name)] if image is not None else [])
