@@ -34,6 +34,16 @@ def _training_args(tmp_path, **overrides):
     return TrainingArguments(**{**settings, **overrides})
 
 
+def _colour_examples() -> list[dict]:
+    """Four pictures, each with a colour question and a one-word answer."""
+    question = {"from": "human", "value": "<image>\nColour?"}
+    answers = ["Red.", "Blue.", "Green.", "Red."]
+    return [
+        from_llava_record({"conversations": [question, {"from": "gpt", "value": answer}]}, [draw_image(index)])
+        for index, answer in enumerate(answers)
+    ]
+
+
 def test_labels_cover_only_the_assistant_replies(tiny_clip):
     _, _, processor = tiny_clip
     record = {
@@ -69,13 +79,7 @@ def test_projector_stage_changes_only_projector_weights(tiny_clip, tmp_path):
     model = LlavaQwen3ForConditionalGeneration.from_pretrained(folder)
     assert configure_stage(model, "projector") == ["projector"]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    examples = [
-        from_llava_record(
-            {"conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": c}]},
-            [draw_image(i)],
-        )
-        for i, c in enumerate(["Red.", "Blue.", "Green.", "Red."])
-    ]
+    examples = _colour_examples()
     LlavaQwen3Trainer(
         model=model, args=_training_args(tmp_path), train_dataset=examples, data_collator=ChatCollator(processor)
     ).train()
@@ -145,13 +149,7 @@ def test_lora_stage_trains_adapters_and_projector_and_merges_to_the_same_logits(
     folder, _, processor = tiny_clip
     model = add_lora(LlavaQwen3ForConditionalGeneration.from_pretrained(folder), r=8, alpha=16)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    examples = [
-        from_llava_record(
-            {"conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": c}]},
-            [draw_image(i)],
-        )
-        for i, c in enumerate(["Red.", "Blue.", "Green.", "Red."])
-    ]
+    examples = _colour_examples()
     trainer = LlavaQwen3Trainer(
         model=model,
         args=_training_args(tmp_path),
