@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv-demo
 .venv-demo/bin/pip install -q --upgrade pip
 .venv-demo/bin/pip install -q torch==2.13.0
-.venv-demo/bin/pip install -q -e .
+.venv-demo/bin/pip install -q -e ".[train]"  # the demo trains its model with transformers' Trainer
 .venv-demo/bin/llava-qwen3-demo "$@"
