@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv-demo, installs the package, and answers a question about an image.
+# Creates .venv-demo, installs the package, trains the demo model if ./demo-checkpoint is missing (about a minute),
+# and answers questions about a freshly drawn picture.
 # Extra arguments go to llava-qwen3-demo (e.g. --checkpoint DIR --image FILE --question TEXT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
