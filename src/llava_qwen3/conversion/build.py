@@ -57,7 +57,8 @@ def read_projector(path: Path) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def _load_config(source: str, role: str) -> object:
+def load_source_config(source: str, role: str) -> object:
+    """The config of an input checkpoint, or a ValueError naming the `--role` option that points nowhere."""
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -121,8 +122,8 @@ def build_checkpoint(
     output = Path(output)
     check_output_folder(output)
     torch_dtype = check_dtype(dtype)
-    vision_config = _load_config(vision, "vision")
-    text_config = _load_config(text, "text")
+    vision_config = load_source_config(vision, "vision")
+    text_config = load_source_config(text, "text")
     if vision_config.model_type not in TOWER_CLASSES:
         raise ValueError(f"--vision {vision!r} is a {vision_config.model_type!r} model; expected CLIP or SigLIP.")
     if text_config.model_type != "qwen3":

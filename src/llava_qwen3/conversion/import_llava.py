@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
-from .build import finish_generation_config
+from .build import finish_generation_config, load_source_config
 from .writing import DTYPES, cast, check_dtype, check_output_folder, print_folder, write_checkpoint
 
 
@@ -56,11 +56,7 @@ def import_llava_checkpoint(
     output = Path(output)
     check_output_folder(output)
     torch_dtype = check_dtype(dtype)
-    try:
-        llava_config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--source {source!r} is not a checkpoint folder or reachable repo: {error}") from error
-    config = config_from_llava(llava_config)
+    config = config_from_llava(load_source_config(source, "source"))
 
     llava = LlavaForConditionalGeneration.from_pretrained(source)
     llava_processor = AutoProcessor.from_pretrained(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -27,11 +28,7 @@ def count_parameters(folder: str | Path) -> dict[str, int]:
                 part = next((part for part, prefix in PARTS.items() if name.startswith(prefix)), None)
                 if part is None:
                     raise ValueError(f"{shard.name} holds {name!r}, which belongs to no part of LLaVA-Qwen3.")
-                shape = weights.get_slice(name).get_shape()
-                numel = 1
-                for size in shape:
-                    numel *= size
-                counts[part] += numel
+                counts[part] += math.prod(weights.get_slice(name).get_shape())
     if not counts:
         raise ValueError(f"{folder} holds no .safetensors weights.")
     return {part: counts[part] for part in PARTS if counts[part]}
