@@ -21,9 +21,9 @@ TOKEN = "hf_test_token_never_printed"
 
 
 def _push(arguments, endpoint=None):
+    # Online mode for the stand-in; without one, a closed loopback port, so no call can ever leave the machine.
     env = {**os.environ, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
-    if endpoint:
-        env["HF_ENDPOINT"] = endpoint
+    env["HF_ENDPOINT"] = endpoint or "http://127.0.0.1:9"
     command = [str(Path(sys.executable).parent / "llava-qwen3-push"), *arguments]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
