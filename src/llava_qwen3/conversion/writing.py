@@ -1,9 +1,11 @@
-"""Writing converted checkpoints: output checks, dtype, and a staged write that never leaves half a folder."""
+"""Writing converted folders: output checks, dtype, and a staged write that never leaves half a folder."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -34,21 +36,29 @@ def cast(model: LlavaQwen3ForConditionalGeneration, dtype: torch.dtype) -> None:
         config.dtype = dtype
 
 
-def write_checkpoint(
-    model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, output: Path, max_shard_size: str
-) -> Path:
-    """Saves model and processor into a hidden sibling folder, then renames it to `output`."""
+@contextmanager
+def staged_folder(output: Path) -> Iterator[Path]:
+    """Yields a hidden sibling folder to write into and renames it to `output` once the block succeeds; a failure
+    removes it, so `output` is either complete or absent."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
-        model.save_pretrained(staging, max_shard_size=max_shard_size)
-        processor.save_pretrained(staging)
+        yield staging
         if output.exists():
             output.rmdir()
         staging.rename(output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_checkpoint(
+    model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, output: Path, max_shard_size: str
+) -> Path:
+    """Saves model and processor into a hidden sibling folder, then renames it to `output`."""
+    with staged_folder(output) as staging:
+        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        processor.save_pretrained(staging)
     return output
 
 

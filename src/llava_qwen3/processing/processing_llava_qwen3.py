@@ -4,7 +4,8 @@ It pairs transformers' own CLIP/SigLIP image processor with the Qwen tokenizer, 
 to `image_seq_length` placeholder tokens (the model writes one image feature over each), and ships a Qwen ChatML chat
 template that understands `{"type": "image"}` and `{"type": "text"}` content items.
 
-Remote-code file: it is copied next to the weights and imports only transformers.
+Remote-code file: it is copied next to the weights and imports only transformers (and torch where it is installed:
+the onnxruntime runner uses this processor without it).
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import json
 import os
 from typing import Any
 
-import torch
 import transformers
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image
+from transformers.utils import to_numpy
+
+try:
+    import torch
+except ImportError:  # the onnxruntime runner uses this processor where torch is not installed
+    torch = None
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -259,15 +265,12 @@ def _items_per_prompt(items: Any, num_prompts: int) -> list[list[Any]] | None:
     return None
 
 
-def _as_embedding(name: str, item: Any) -> torch.Tensor:
-    """An item as a `(n, dim)` tensor; a `(dim,)` vector is one row."""
-    tensor = torch.as_tensor(item)
-    tensor = tensor[None] if tensor.ndim == 1 else tensor
-    if tensor.ndim != 2:
-        raise ValueError(
-            f"a {name!r} embedding has shape {tuple(torch.as_tensor(item).shape)}; expected (dim,) or (n, dim)."
-        )
-    return tensor
+def _as_embedding(name: str, item: Any) -> Any:
+    """An item as a `(n, dim)` tensor (a numpy array where torch is missing); a `(dim,)` vector is one row."""
+    tensor = to_numpy(item) if torch is None else torch.as_tensor(item)
+    if tensor.ndim not in (1, 2):
+        raise ValueError(f"a {name!r} embedding has shape {tuple(tensor.shape)}; expected (dim,) or (n, dim).")
+    return tensor[None] if tensor.ndim == 1 else tensor
 
 
 def _record_embeddings(record: dict) -> dict[str, Any]:

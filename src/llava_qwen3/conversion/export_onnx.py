@@ -1,0 +1,223 @@
+"""Export a checkpoint to ONNX in transformers.js' image-text-to-text layout, optionally with quantised variants.
+
+Three graphs, exported with `torch.onnx.export` (the torch.export-based exporter) in float32:
+`vision_encoder` (tower and projector), `embed_tokens` and `decoder_model_merged` (Qwen3 and the LM head, one graph
+for prefill and decoding: an empty past is the prefill step). `llava_qwen3.onnx_model` documents the layout and runs
+it. The config, generation config and processor files go beside them, so the folder generates on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import onnx_ir
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from ..modeling import LlavaQwen3ForConditionalGeneration
+from ..onnx_model import GRAPHS, graph_path
+from ..processing import LlavaQwen3Processor
+from .quantize_onnx import QUANTIZATIONS, quantize_export, save_graph
+from .writing import check_output_folder, print_folder, staged_folder
+
+OPSET = 18
+
+
+class VisionEncoder(nn.Module):
+    """pixel_values `(num_images, 3, size, size)` -> image_features `(num_images, image_seq_length, hidden)`."""
+
+    def __init__(self, model: LlavaQwen3ForConditionalGeneration) -> None:
+        super().__init__()
+        self.model = model.model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # The model's own method returns one tensor for all images, so the batch size stays symbolic.
+        return self.model.get_image_features(pixel_values)
+
+
+class TokenEmbedder(nn.Module):
+    """input_ids -> inputs_embeds."""
+
+    def __init__(self, model: LlavaQwen3ForConditionalGeneration) -> None:
+        super().__init__()
+        self.embed_tokens = model.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+
+class MergedDecoder(nn.Module):
+    """Qwen3 and the LM head on a cache passed in and out as flat tensors, `past_key_values.{i}.key/value`."""
+
+    def __init__(self, model: LlavaQwen3ForConditionalGeneration) -> None:
+        super().__init__()
+        self.language_model = model.model.language_model
+        self.lm_head = model.lm_head
+        self.num_layers = model.config.text_config.num_hidden_layers
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: tuple[torch.Tensor, ...],
+    ) -> tuple[torch.Tensor, ...]:
+        cache = DynamicCache()
+        for layer in range(self.num_layers):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        present = [tensor for layer in outputs.past_key_values.layers for tensor in (layer.keys, layer.values)]
+        return (self.lm_head(outputs.last_hidden_state), *present)
+
+
+def cache_names(prefix: str, num_layers: int) -> list[str]:
+    return [f"{prefix}.{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
+
+
+def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, external_data: bool | None = None) -> None:
+    """Writes the three float32 graphs of `model` into `folder/onnx`."""
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    config = model.config
+    text, vision = config.text_config, config.vision_config
+    num_layers = text.num_hidden_layers
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    # Example inputs: a batch of 2 with a past of 3 positions, so no dimension is traced at a size of 0 or 1.
+    batch, length, past_length = 2, 3, 3
+    pixel_values = torch.rand(batch, vision.num_channels, vision.image_size, vision.image_size)
+    input_ids = torch.randint(0, text.vocab_size, (batch, length))
+    past = tuple(torch.zeros(batch, text.num_key_value_heads, past_length, head_dim) for _ in range(2 * num_layers))
+    decoder_inputs = (
+        torch.zeros(batch, length, text.hidden_size),
+        torch.ones(batch, past_length + length, dtype=torch.long),
+        torch.arange(past_length, past_length + length).repeat(batch, 1),
+        past,
+    )
+    exports = {
+        "vision_encoder": (
+            VisionEncoder(model),
+            (pixel_values,),
+            ["pixel_values"],
+            ["image_features"],
+            ({0: "num_images"},),
+        ),
+        "embed_tokens": (
+            TokenEmbedder(model),
+            (input_ids,),
+            ["input_ids"],
+            ["inputs_embeds"],
+            ({0: "batch_size", 1: "sequence_length"},),
+        ),
+        "decoder_model_merged": (
+            MergedDecoder(model),
+            decoder_inputs,
+            ["inputs_embeds", "attention_mask", "position_ids", *cache_names("past_key_values", num_layers)],
+            ["logits", *cache_names("present", num_layers)],
+            (
+                {0: "batch_size", 1: "sequence_length"},
+                {0: "batch_size", 1: "total_sequence_length"},
+                {0: "batch_size", 1: "sequence_length"},
+                tuple({0: "batch_size", 2: "past_sequence_length"} for _ in past),
+            ),
+        ),
+    }
+    for graph in GRAPHS:
+        module, args, input_names, output_names, dynamic_shapes = exports[graph]
+        with torch.no_grad():
+            program = torch.onnx.export(
+                module.eval(),
+                args,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+        save_graph(onnx_ir.to_proto(program.model), graph_path(folder, graph, "fp32"), external_data)
+
+
+def write_side_files(model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, folder: Path) -> None:
+    """Config (with transformers.js' settings), generation config and processor files."""
+    model.config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    external = sorted(path.name.removesuffix("_data") for path in (folder / "onnx").glob("*.onnx_data"))
+    if external:  # transformers.js fetches a graph's .onnx_data only where the config says it has one
+        path = folder / "config.json"
+        config = json.loads(path.read_text())
+        config["transformers.js_config"] = {"use_external_data_format": dict.fromkeys(external, True)}
+        path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def export_onnx(
+    checkpoint: str | Path | LlavaQwen3ForConditionalGeneration,
+    output: str | Path,
+    processor: LlavaQwen3Processor | None = None,
+    quantize: tuple[str, ...] = ("quantized",),
+    external_data: bool | None = None,
+) -> Path:
+    """Exports a checkpoint (a folder, repo id or loaded model with its `processor`) to the folder `output`.
+
+    `quantize` names the variants to add beside the float32 graphs (see `QUANTIZATIONS`). `external_data` forces
+    weights into `<file>.onnx_data` files (True) or into the graphs (False); by default only graphs past protobuf's
+    limit use them. The folder is written whole or not at all.
+    """
+    output = Path(output)
+    check_output_folder(output)
+    unknown = [name for name in quantize if name not in QUANTIZATIONS]
+    if unknown:
+        raise ValueError(f"--quantize {unknown[0]!r} is unknown; expected any of {', '.join(QUANTIZATIONS)}.")
+    if isinstance(checkpoint, LlavaQwen3ForConditionalGeneration):
+        if processor is None:
+            raise ValueError("pass the processor with a loaded model.")
+        model = checkpoint
+    else:
+        model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
+        processor = LlavaQwen3Processor.from_pretrained(checkpoint)
+    model = model.float().eval()
+    with staged_folder(output) as staging:
+        export_graphs(model, staging, external_data)
+        for variant in quantize:
+            quantize_export(staging, variant)
+        write_side_files(model, processor, staging)
+    return output
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: export a checkpoint to ONNX (fp32 plus quantised variants) for onnxruntime and transformers.js."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint", help="checkpoint folder or repo id")
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument(
+        "--quantize",
+        nargs="*",
+        default=["quantized"],
+        help=f"variants to add beside fp32, any of {', '.join(QUANTIZATIONS)} (default: quantized); none for fp32 only",
+    )
+    parser.add_argument(
+        "--external-data",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="weights in <file>.onnx_data files: only past 2 GB (auto), always, or never",
+    )
+    args = parser.parse_args(argv)
+    external_data = {"auto": None, "always": True, "never": False}[args.external_data]
+    try:
+        export_onnx(args.checkpoint, args.output, quantize=tuple(args.quantize), external_data=external_data)
+    except ValueError as error:
+        parser.exit(2, f"llava-qwen3-export-onnx: error: {error}\n")
+    print_folder(args.output)
+    print_folder(args.output / "onnx")
+
+
+if __name__ == "__main__":
+    main()

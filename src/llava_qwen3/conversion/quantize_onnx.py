@@ -1,0 +1,121 @@
+"""Quantised variants of an ONNX export, made with onnxruntime's own quantisers and recorded in the folder.
+
+- `quantized` (transformers.js' "q8"): `quantize_dynamic` on MatMul and Gather weights, unsigned 8-bit, per tensor.
+  Signed per-channel weights without `reduce_range` lose accuracy on CPUs without VNNI (the u8 x s8 instructions of
+  AVX2 saturate), unsigned weights do not.
+- `q4`: `MatMulNBits`, 4-bit symmetric blocks of 32 with int8 activations (accuracy level 4): smaller and faster,
+  less accurate; embeddings stay 8-bit.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+from ..onnx_model import GRAPHS, QUANTIZATION_RECORD, graph_path
+
+QUANTIZATIONS: dict[str, dict[str, Any]] = {
+    "quantized": {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "op_types": ["MatMul", "Gather"],
+        "weight_type": "QUInt8",
+        "per_channel": False,
+        "reduce_range": False,
+    },
+    "q4": {
+        "method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+        "op_types": ["MatMul"],
+        "bits": 4,
+        "block_size": 32,
+        "is_symmetric": True,
+        "accuracy_level": 4,
+        "embeddings": "quantized",
+    },
+}
+# Protobuf cannot serialise a message past 2 GiB; leave room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
+
+
+def save_graph(model: onnx.ModelProto, path: Path, external_data: bool | None = None) -> None:
+    """Saves a graph, with its weights in `<file>.onnx_data` when asked or when they pass protobuf's limit."""
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=external_data,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}_data",
+        size_threshold=1024,
+    )
+
+
+def _quantize_dynamic(source: Path, settings: dict[str, Any]) -> onnx.ModelProto:
+    with tempfile.TemporaryDirectory() as scratch:
+        target = Path(scratch) / "quantized.onnx"
+        quantize_dynamic(
+            source,
+            target,
+            op_types_to_quantize=settings["op_types"],
+            weight_type=QuantType[settings["weight_type"]],
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            use_external_data_format=True,  # any size; save_graph decides the final layout
+            extra_options={"MatMulConstBOnly": True},
+        )
+        return onnx.load(target)
+
+
+def _quantize_nbits(source: Path, settings: dict[str, Any]) -> onnx.ModelProto:
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(source),
+        bits=settings["bits"],
+        block_size=settings["block_size"],
+        is_symmetric=settings["is_symmetric"],
+        accuracy_level=settings["accuracy_level"],
+        op_types_to_quantize=tuple(settings["op_types"]),
+    )
+    quantizer.process()
+    return quantizer.model.model
+
+
+def quantize_graph(source: Path, variant: str) -> onnx.ModelProto:
+    """The `variant` of the float32 graph at `source`."""
+    settings = QUANTIZATIONS[variant]
+    if source.name.startswith("embed_tokens") and "embeddings" in settings:
+        settings = QUANTIZATIONS[settings["embeddings"]]
+    if settings["method"].endswith("quantize_dynamic"):
+        return _quantize_dynamic(source, settings)
+    return _quantize_nbits(source, settings)
+
+
+def quantize_export(folder: str | Path, variant: str) -> Path:
+    """Adds `variant` of each graph to an export folder and records its settings; returns the record's path."""
+    folder = Path(folder)
+    if variant not in QUANTIZATIONS:
+        raise ValueError(f"quantisation {variant!r} is unknown; expected one of {', '.join(QUANTIZATIONS)}.")
+    for graph in GRAPHS:
+        source = graph_path(folder, graph, "fp32")
+        if not source.is_file():
+            raise ValueError(f"{source} is missing: quantise a complete float32 export.")
+        save_graph(quantize_graph(source, variant), graph_path(folder, graph, variant))
+    record_path = folder / "onnx" / QUANTIZATION_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record[variant] = {
+        **QUANTIZATIONS[variant],
+        "onnxruntime": onnxruntime.__version__,
+        "files": [graph_path(folder, graph, variant).name for graph in GRAPHS],
+    }
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    return record_path
