@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates one virtual environment per transformers line (5.x and 4.57.x), installs the package with its test
-# extras, lints, checks that checkpoints cross between the lines, and runs the whole test suite on both.
+# extras and the Node project of the transformers.js test, lints, checks that checkpoints cross between the lines,
+# and runs the whole test suite on both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,15 +9,20 @@ make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
   python3 -m venv "$1"
   "$1/bin/pip" install -q --upgrade pip
   "$1/bin/pip" install -q torch==2.13.0  # the CPU build; must come before anything that pulls torch in
-  "$1/bin/pip" install -q -e ".[dev,train]" "$2"
+  "$1/bin/pip" install -q -e ".[dev,train,onnx]" "$2"
 }
 
 make_venv .venv-test "transformers>=5,<6"
 make_venv .venv-test-457 "transformers==4.57.*"
 
+# transformers.js for the test that loads an ONNX export in Node. onnxruntime-node's install script would only fetch
+# GPU binaries from NuGet; its CPU binaries ship in the npm package.
+command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+(cd tests/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
+
 echo "== ruff"
-.venv-test/bin/ruff check src tests
-.venv-test/bin/ruff format --check src tests
+.venv-test/bin/ruff check src tests benchmarks
+.venv-test/bin/ruff format --check src tests benchmarks
 
 echo "== checkpoints cross between transformers lines"
 cross=$(mktemp -d)

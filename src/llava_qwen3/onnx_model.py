@@ -49,21 +49,24 @@ def available_variants(folder: str | Path) -> list[str]:
     return [name for name in VARIANT_SUFFIXES if all(graph_path(folder, graph, name).is_file() for graph in GRAPHS)]
 
 
-def check_export_folder(folder: str | Path, variant: str) -> None:
-    """Raises a ValueError naming what is missing unless `folder` is an export that holds `variant`."""
+def check_export_folder(folder: str | Path, variant: str | dict[str, str] = "fp32") -> dict[str, Path]:
+    """The graph files of `variant` (one name, or one per graph), or a ValueError naming what is missing."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "onnx").is_dir():
         raise ValueError(
             f"{folder} is not an ONNX export of LLaVA-Qwen3: it needs config.json and an onnx/ folder with "
             f"{', '.join(graph + '.onnx' for graph in GRAPHS)}. Make one with `llava-qwen3-export-onnx`."
         )
-    graph_path(folder, GRAPHS[0], variant)  # an unknown variant name fails here
-    if variant not in available_variants(folder):
-        missing = [path.name for graph in GRAPHS if not (path := graph_path(folder, graph, variant)).is_file()]
+    variants = variant if isinstance(variant, dict) else dict.fromkeys(GRAPHS, variant)
+    paths = {graph: graph_path(folder, graph, variants.get(graph, "fp32")) for graph in GRAPHS}
+    missing = [path for path in paths.values() if not path.is_file()]
+    if missing:
         raise ValueError(
-            f"{folder} has no {variant!r} variant (missing onnx/{', onnx/'.join(missing)}); it has: "
-            f"{', '.join(available_variants(folder)) or 'none'}. Export it with `llava-qwen3-export-onnx --quantize`."
+            f"{folder} lacks onnx/{', onnx/'.join(path.name for path in missing)}, so it has no {variant!r} variant; "
+            f"it has: {', '.join(available_variants(folder)) or 'none'}. Add variants with "
+            "`llava-qwen3-export-onnx --quantize`."
         )
+    return paths
 
 
 class LlavaQwen3OnnxModel:
@@ -80,19 +83,15 @@ class LlavaQwen3OnnxModel:
         session_options: onnxruntime.SessionOptions | None = None,
     ) -> None:
         self.folder = Path(folder)
-        variants = variant if isinstance(variant, dict) else dict.fromkeys(GRAPHS, variant)
-        for graph in GRAPHS:
-            check_export_folder(self.folder, variants.get(graph, "fp32"))
+        paths = check_export_folder(self.folder, variant)
         self.config = json.loads((self.folder / "config.json").read_text())
         generation_path = self.folder / "generation_config.json"
         self.generation_config = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
         self.processor = LlavaQwen3Processor.from_pretrained(self.folder)
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {
-            graph: onnxruntime.InferenceSession(
-                graph_path(self.folder, graph, variants.get(graph, "fp32")), session_options, providers=providers
-            )
-            for graph in GRAPHS
+            graph: onnxruntime.InferenceSession(path, session_options, providers=providers)
+            for graph, path in paths.items()
         }
         text = self.config["text_config"]
         self.num_layers = text["num_hidden_layers"]

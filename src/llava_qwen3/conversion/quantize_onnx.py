@@ -1,8 +1,8 @@
 """Quantised variants of an ONNX export, made with onnxruntime's own quantisers and recorded in the folder.
 
-- `quantized` (transformers.js' "q8"): `quantize_dynamic` on MatMul and Gather weights, unsigned 8-bit, per tensor.
-  Signed per-channel weights without `reduce_range` lose accuracy on CPUs without VNNI (the u8 x s8 instructions of
-  AVX2 saturate), unsigned weights do not.
+- `quantized` (transformers.js' "q8"): `quantize_dynamic` on MatMul and Gather weights, unsigned 8-bit, one scale
+  per output channel, activations quantised per call. Signed weights without `reduce_range` lose accuracy on CPUs
+  without VNNI (AVX2's u8 x s8 multiply-add saturates); unsigned ones do not (docs/onnx.md has the figures).
 - `q4`: `MatMulNBits`, 4-bit symmetric blocks of 32 with int8 activations (accuracy level 4): smaller and faster,
   less accurate; embeddings stay 8-bit.
 """
@@ -26,7 +26,7 @@ QUANTIZATIONS: dict[str, dict[str, Any]] = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "op_types": ["MatMul", "Gather"],
         "weight_type": "QUInt8",
-        "per_channel": False,
+        "per_channel": True,
         "reduce_range": False,
     },
     "q4": {
