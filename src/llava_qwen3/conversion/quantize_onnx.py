@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import onnx
 import onnxruntime
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from ..onnx_model import GRAPHS, QUANTIZATION_RECORD, graph_path
 
@@ -78,6 +78,13 @@ def _quantize_dynamic(source: Path, settings: dict[str, Any]) -> onnx.ModelProto
 
 
 def _quantize_nbits(source: Path, settings: dict[str, Any]) -> onnx.ModelProto:
+    # Importing this module calls logging.basicConfig(level=INFO) on the root logger; keep the caller's logging.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
     quantizer = MatMulNBitsQuantizer(
         onnx.load(source),
         bits=settings["bits"],
