@@ -26,7 +26,7 @@ from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, Ll
 from llava_qwen3.conversion.build import IMAGE_TOKEN, finish_generation_config
 from llava_qwen3.conversion.export_onnx import export_onnx
 from llava_qwen3.conversion.tiny import image_processor_for, train_tokenizer
-from llava_qwen3.onnx_model import LlavaQwen3OnnxModel, graph_path
+from llava_qwen3.onnx_model import LlavaQwen3OnnxModel, external_data_path, graph_path
 
 QWEN3_0_6B = {
     "model_type": "qwen3",
@@ -117,7 +117,7 @@ def _time(function) -> float:
 
 def decoder_bytes(folder: Path, variant: str) -> int:
     path = graph_path(folder, "decoder_model_merged", variant)
-    data = path.with_name(path.name + "_data")
+    data = external_data_path(path)
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 

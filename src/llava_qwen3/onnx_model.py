@@ -44,6 +44,11 @@ def graph_path(folder: str | Path, graph: str, variant: str) -> Path:
     return Path(folder) / "onnx" / f"{graph}{VARIANT_SUFFIXES[variant]}.onnx"
 
 
+def external_data_path(graph: Path) -> Path:
+    """Where a graph's weights lie when they are kept outside it: `<file>.onnx_data`, as transformers.js expects."""
+    return graph.with_name(f"{graph.name}_data")
+
+
 def available_variants(folder: str | Path) -> list[str]:
     """The variants whose three graphs are all in `folder`."""
     return [name for name in VARIANT_SUFFIXES if all(graph_path(folder, graph, name).is_file() for graph in GRAPHS)]

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..modeling import LlavaQwen3ForConditionalGeneration
-from ..onnx_model import GRAPHS, graph_path
+from ..onnx_model import GRAPHS, external_data_path, graph_path
 from ..processing import LlavaQwen3Processor
 from .quantize_onnx import QUANTIZATIONS, quantize_export, save_graph
 from .writing import check_output_folder, print_folder, staged_folder
@@ -150,7 +150,8 @@ def write_side_files(model: LlavaQwen3ForConditionalGeneration, processor: Llava
     model.config.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
     processor.save_pretrained(folder)
-    external = sorted(path.name.removesuffix("_data") for path in (folder / "onnx").glob("*.onnx_data"))
+    graphs = sorted((folder / "onnx").glob("*.onnx"))
+    external = [graph.name for graph in graphs if external_data_path(graph).is_file()]
     if external:  # transformers.js fetches a graph's .onnx_data only where the config says it has one
         path = folder / "config.json"
         config = json.loads(path.read_text())

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from ..onnx_model import GRAPHS, QUANTIZATION_RECORD, graph_path
+from ..onnx_model import GRAPHS, QUANTIZATION_RECORD, external_data_path, graph_path
 
 QUANTIZATIONS: dict[str, dict[str, Any]] = {
     "quantized": {
@@ -56,7 +56,7 @@ def save_graph(model: onnx.ModelProto, path: Path, external_data: bool | None = 
         path,
         save_as_external_data=external_data,
         all_tensors_to_one_file=True,
-        location=f"{path.name}_data",
+        location=external_data_path(path).name,
         size_threshold=1024,
     )
 
