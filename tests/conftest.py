@@ -1,16 +1,11 @@
-"""Shared fixtures: tiny checkpoints with random weights, real Pillow images, fresh-process runner."""
+"""Shared fixtures: tiny checkpoints with random weights and their ONNX export. Helpers live in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 from llava_qwen3.conversion import build_tiny_checkpoint
 
@@ -18,26 +13,6 @@ from llava_qwen3.conversion import build_tiny_checkpoint
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 torch.set_num_threads(2)
-
-TRANSFORMERS_MAJOR = int(__import__("transformers").__version__.split(".")[0])
-
-
-def draw_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
-    """A real RGB image: a coloured background with a few shapes, different for each seed."""
-    generator = torch.Generator().manual_seed(seed)
-    colours = torch.randint(0, 256, (4, 3), generator=generator).tolist()
-    image = Image.new("RGB", size, tuple(colours[0]))
-    draw = ImageDraw.Draw(image)
-    width, height = size
-    draw.ellipse((2, 2, width // 2, height // 2), fill=tuple(colours[1]))
-    draw.rectangle((width // 2, height // 3, width - 2, height - 2), fill=tuple(colours[2]))
-    draw.polygon([(0, height - 1), (width // 3, height // 2), (width // 2, height - 1)], fill=tuple(colours[3]))
-    return image
-
-
-def user_prompt(processor, text: str, num_images: int) -> str:
-    content = [{"type": "image"}] * num_images + [{"type": "text", "text": text}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
 
 @pytest.fixture(scope="session", params=["clip", "siglip"])
@@ -55,17 +30,12 @@ def tiny_clip(tmp_path_factory):
     return folder, model, processor
 
 
-def run_fresh_python(code: str, cwd: Path, block_package: bool = True, env: dict[str, str] | None = None) -> str:
-    """Runs `code` in a new interpreter, offline, where `llava_qwen3` cannot be imported when `block_package`."""
-    prelude = "import sys\nsys.modules['llava_qwen3'] = None\n" if block_package else ""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": "", **(env or {})}
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"fresh process failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+@pytest.fixture(scope="session")
+def onnx_export(tiny_clip, tmp_path_factory):
+    """(export folder, torch model, processor): fp32, INT8 ("quantized") and q4 graphs of the tiny CLIP model."""
+    from llava_qwen3.conversion.export_onnx import export_onnx
+
+    _, model, processor = tiny_clip
+    folder = tmp_path_factory.mktemp("onnx") / "export"
+    export_onnx(model, folder, processor=processor, quantize=("quantized", "q4"))
+    return folder, model, processor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TRANSFORMERS_MAJOR, draw_image, run_fresh_python
+from helpers import TRANSFORMERS_MAJOR, draw_image, run_fresh_python
 from safetensors.torch import save_file
 from transformers import (
     CLIPConfig,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import draw_image
+from helpers import draw_image
 from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import draw_image, user_prompt
+from helpers import draw_image, user_prompt
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration

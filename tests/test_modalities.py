@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import draw_image, run_fresh_python
+from helpers import draw_image, run_fresh_python
 from safetensors.torch import save_file
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.modalities import add_modality
-from llava_qwen3.generation import LlavaQwen3Generator
+from llava_qwen3.inference import LlavaQwen3Generator
+from llava_qwen3.inference.torch_backend import TorchBackend
 
 GREEDY = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
 
@@ -156,7 +157,7 @@ def test_bad_modality_inputs_raise_clear_errors(with_modalities, tmp_path):
     with pytest.raises(ValueError, match="modality 'm1' exists already"):
         add_modality(model, processor, "m1", input_dim=3)
     with pytest.raises(ValueError, match="embedding file .* does not exist"):
-        LlavaQwen3Generator(model, processor).generate(
+        LlavaQwen3Generator(TorchBackend(model, processor)).generate(
             {"text": "<m1>", "multimodal_data": {"multimodal_embeddings": {"m1": [tmp_path / "missing.npy"]}}}
         )
 

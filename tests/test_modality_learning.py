@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_training import _training_args
+from helpers import training_args
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.modalities import add_modality
@@ -42,7 +42,7 @@ def _train_and_score(folder, tmp_path, shuffle: bool) -> float:
         for vector, label in train
     ]
     configure_stage(model, "full")
-    args = _training_args(
+    args = training_args(
         tmp_path,
         per_device_train_batch_size=16,
         num_train_epochs=4,

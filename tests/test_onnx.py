@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import draw_image, run_fresh_python, user_prompt
+from helpers import draw_image, run_fresh_python, user_prompt
 from transformers import TextStreamer
 
 from llava_qwen3.conversion import export_onnx as export_module
 from llava_qwen3.conversion.export_onnx import export_onnx
-from llava_qwen3.onnx_model import LlavaQwen3OnnxModel, available_variants
+from llava_qwen3.inference.onnx_layout import available_variants
+from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 
 IMAGES = [draw_image(seed) for seed in range(3)]
 QUESTIONS = [
@@ -26,17 +27,8 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_clip, tmp_path_factory):
-    """(export folder, torch model, processor): fp32, INT8 ("quantized") and q4 graphs of the tiny CLIP model."""
-    _, model, processor = tiny_clip
-    folder = tmp_path_factory.mktemp("onnx") / "export"
-    export_onnx(model, folder, processor=processor, quantize=("quantized", "q4"))
-    return folder, model, processor
-
-
-@pytest.fixture(scope="module")
-def runner(exported):
-    return LlavaQwen3OnnxModel(exported[0])
+def runner(onnx_export):
+    return LlavaQwen3OnnxModel(onnx_export[0])
 
 
 def both_inputs(processor, texts, images):
@@ -51,8 +43,8 @@ def torch_greedy(model, inputs, max_new_tokens=10):
         return model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False).numpy()
 
 
-def test_layout_and_side_files(exported):
-    folder, model, _ = exported
+def test_layout_and_side_files(onnx_export):
+    folder, model, _ = onnx_export
     names = sorted(path.name for path in (folder / "onnx").iterdir())
     graphs = [
         f"{graph}{suffix}.onnx"
@@ -68,8 +60,8 @@ def test_layout_and_side_files(exported):
     assert json.loads((folder / "config.json").read_text())["image_token_id"] == model.config.image_token_id
 
 
-def test_graph_names_follow_transformers_js(runner, exported):
-    num_layers = exported[1].config.text_config.num_hidden_layers
+def test_graph_names_follow_transformers_js(runner, onnx_export):
+    num_layers = onnx_export[1].config.text_config.num_hidden_layers
     decoder = runner.sessions["decoder_model_merged"]
     assert [item.name for item in decoder.get_inputs()] == [
         "inputs_embeds",
@@ -83,8 +75,8 @@ def test_graph_names_follow_transformers_js(runner, exported):
 
 
 @pytest.mark.parametrize("num_images", [1, 2, 3])
-def test_vision_encoder_keeps_the_batch_dynamic(runner, exported, num_images):
-    _, model, processor = exported
+def test_vision_encoder_keeps_the_batch_dynamic(runner, onnx_export, num_images):
+    _, model, processor = onnx_export
     pixel_values = processor.image_processor(IMAGES[:num_images], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         expected = model.get_image_features(pixel_values).numpy()
@@ -94,15 +86,15 @@ def test_vision_encoder_keeps_the_batch_dynamic(runner, exported, num_images):
 
 
 @pytest.mark.parametrize("num_images", [0, 1, 2, 3])
-def test_fp32_greedy_tokens_equal_pytorch(runner, exported, num_images):
-    _, model, processor = exported
+def test_fp32_greedy_tokens_equal_pytorch(runner, onnx_export, num_images):
+    _, model, processor = onnx_export
     texts = user_prompt(processor, "Describe the picture.", num_images)
     pt, np_inputs = both_inputs(processor, texts, IMAGES[:num_images] or None)
     np.testing.assert_array_equal(runner.generate(**np_inputs, max_new_tokens=10), torch_greedy(model, pt))
 
 
-def test_fp32_padded_batch_equals_pytorch(runner, exported):
-    _, model, processor = exported
+def test_fp32_padded_batch_equals_pytorch(runner, onnx_export):
+    _, model, processor = onnx_export
     texts = [
         user_prompt(processor, "What is here?", 2),
         user_prompt(processor, "A much longer question about nothing in particular, without pictures?", 0),
@@ -113,9 +105,9 @@ def test_fp32_padded_batch_equals_pytorch(runner, exported):
     np.testing.assert_array_equal(runner.generate(**np_inputs, max_new_tokens=10), torch_greedy(model, pt))
 
 
-def prompt_set_logits(exported, runner):
+def prompt_set_logits(onnx_export, runner):
     """Prefill logits of six prompts with 0-2 images, from PyTorch and from `runner`, as (positions, vocab)."""
-    _, model, processor = exported
+    _, model, processor = onnx_export
     expected, actual = [], []
     for index, question in enumerate(QUESTIONS):
         images = IMAGES[: index % 3] or None
@@ -133,34 +125,34 @@ def agreement(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return top1, float(cosine.min())
 
 
-def test_int8_agrees_with_pytorch(exported):
+def test_int8_agrees_with_pytorch(onnx_export):
     # The tiny random model's logits are nearly flat (std 0.16, median gap between the top two 0.035), so an error
     # of 0.015 flips a few near-ties: the chosen setting (unsigned per-channel weights) measures top-1 0.986 and
     # minimum cosine 0.9996 over these 159 positions. The bound sits between that and the settings known to lose
     # accuracy on AVX2 CPUs without VNNI, measured on the same prompts: signed per-channel weights (0.80 / 0.936)
     # and signed per-tensor weights (0.89 / 0.990).
-    int8 = LlavaQwen3OnnxModel(exported[0], variant="quantized")
-    top1, cosine = agreement(*prompt_set_logits(exported, int8))
+    int8 = LlavaQwen3OnnxModel(onnx_export[0], variant="quantized")
+    top1, cosine = agreement(*prompt_set_logits(onnx_export, int8))
     print(f"INT8 vs PyTorch fp32: top-1 {top1:.3f}, min cosine {cosine:.5f}")
     assert top1 >= 0.93 and cosine >= 0.995
 
 
-def test_q4_is_reported_with_looser_agreement(exported):
+def test_q4_is_reported_with_looser_agreement(onnx_export):
     # 4-bit blocks carry about 16x the rounding error of 8 bits: on the tiny model's flat logits that flips about a
     # quarter of the top-1 tokens (measured 0.74, minimum cosine 0.94). The bound only says it is still this model.
-    q4 = LlavaQwen3OnnxModel(exported[0], variant="q4")
-    top1, cosine = agreement(*prompt_set_logits(exported, q4))
+    q4 = LlavaQwen3OnnxModel(onnx_export[0], variant="q4")
+    top1, cosine = agreement(*prompt_set_logits(onnx_export, q4))
     print(f"q4 vs PyTorch fp32: top-1 {top1:.3f}, min cosine {cosine:.5f}")
     assert top1 >= 0.6 and cosine >= 0.9
 
 
-def test_fp32_prefill_logits_match(exported, runner):
-    expected, actual = prompt_set_logits(exported, runner)
+def test_fp32_prefill_logits_match(onnx_export, runner):
+    expected, actual = prompt_set_logits(onnx_export, runner)
     np.testing.assert_allclose(actual, expected, atol=1e-4)
 
 
-def test_streamer_sees_the_prompt_then_each_token(runner, exported):
-    _, _, processor = exported
+def test_streamer_sees_the_prompt_then_each_token(runner, onnx_export):
+    _, _, processor = onnx_export
     inputs = processor(images=IMAGES[:1], text=user_prompt(processor, "Hi?", 1), return_tensors="np")
 
     class Recorder:
@@ -179,8 +171,8 @@ def test_streamer_sees_the_prompt_then_each_token(runner, exported):
     assert [put[0] for put in recorder.puts[1:]] == sequences[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-def test_transformers_text_streamer_prints_the_generated_text(runner, exported, capsys):
-    _, _, processor = exported
+def test_transformers_text_streamer_prints_the_generated_text(runner, onnx_export, capsys):
+    _, _, processor = onnx_export
     inputs = processor(text=user_prompt(processor, "Hi?", 0), return_tensors="np")
     sequences = runner.generate(
         **inputs, max_new_tokens=6, streamer=TextStreamer(processor.tokenizer, skip_prompt=True)
@@ -189,8 +181,8 @@ def test_transformers_text_streamer_prints_the_generated_text(runner, exported, 
     assert capsys.readouterr().out.strip() == new_text.strip()
 
 
-def test_sampling_is_seeded_and_top_k_1_is_greedy(runner, exported):
-    _, _, processor = exported
+def test_sampling_is_seeded_and_top_k_1_is_greedy(runner, onnx_export):
+    _, _, processor = onnx_export
     inputs = processor(images=IMAGES[:1], text=user_prompt(processor, "Describe it.", 1), return_tensors="np")
     greedy = runner.generate(**inputs, max_new_tokens=12)
     assert np.array_equal(runner.generate(**inputs, max_new_tokens=12, do_sample=True, top_k=1, seed=3), greedy)
@@ -202,8 +194,8 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(runner, exported):
     assert np.array_equal(runner.generate(**inputs, max_new_tokens=12, do_sample=True, top_p=1e-6, seed=4), greedy)
 
 
-def test_stop_tokens_end_rows_and_pad_them(runner, exported):
-    _, _, processor = exported
+def test_stop_tokens_end_rows_and_pad_them(runner, onnx_export):
+    _, _, processor = onnx_export
     texts = [user_prompt(processor, "What is here?", 1), user_prompt(processor, "And here?", 0)]
     inputs = processor(images=IMAGES[:1], text=texts, return_tensors="np")
     prompt_length = inputs["input_ids"].shape[1]
@@ -217,8 +209,8 @@ def test_stop_tokens_end_rows_and_pad_them(runner, exported):
         assert stopped.shape[1] == free.shape[1]
 
 
-def test_external_data_folder_generates_the_same(exported, runner, tmp_path):
-    folder, model, processor = exported
+def test_external_data_folder_generates_the_same(onnx_export, runner, tmp_path):
+    folder, model, processor = onnx_export
     external = export_onnx(model, tmp_path / "external", processor=processor, quantize=(), external_data=True)
     assert (external / "onnx" / "decoder_model_merged.onnx_data").is_file()
     config = json.loads((external / "config.json").read_text())
@@ -230,8 +222,8 @@ def test_external_data_folder_generates_the_same(exported, runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_generates_in_a_fresh_process_without_torch(exported, tmp_path):
-    folder, model, processor = exported
+def test_export_generates_in_a_fresh_process_without_torch(onnx_export, tmp_path):
+    folder, model, processor = onnx_export
     image_path = tmp_path / "picture.png"
     IMAGES[1].save(image_path)
     pt = processor(images=[IMAGES[1]], text=user_prompt(processor, "What is this?", 1), return_tensors="pt")
@@ -241,7 +233,7 @@ def test_export_generates_in_a_fresh_process_without_torch(exported, tmp_path):
         import sys
         sys.modules["torch"] = None  # torch is not importable in this process
         from PIL import Image
-        from llava_qwen3.onnx_model import LlavaQwen3OnnxModel
+        from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
         model = LlavaQwen3OnnxModel({str(folder)!r}, variant="fp32")
         processor = model.processor
         messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "What is this?"}}]}}]
@@ -258,26 +250,43 @@ def test_export_generates_in_a_fresh_process_without_torch(exported, tmp_path):
     assert torch_loaded == "False"
 
 
-def test_not_an_export_and_missing_variant_are_clear(exported, tiny_clip, tmp_path):
+def test_not_an_export_and_missing_variant_are_clear(onnx_export, tiny_clip, tmp_path):
     with pytest.raises(ValueError, match="is not an ONNX export of LLaVA-Qwen3"):
         LlavaQwen3OnnxModel(tiny_clip[0])
     with pytest.raises(ValueError, match=r"vision_encoder_int8.onnx, .*no 'int8' variant; it has: fp32, quan"):
-        LlavaQwen3OnnxModel(exported[0], variant="int8")
+        LlavaQwen3OnnxModel(onnx_export[0], variant="int8")
     with pytest.raises(ValueError, match=r"lacks onnx/embed_tokens_uint8.onnx, so it has no"):
-        LlavaQwen3OnnxModel(exported[0], variant={"embed_tokens": "uint8"})
+        LlavaQwen3OnnxModel(onnx_export[0], variant={"embed_tokens": "uint8"})
     with pytest.raises(ValueError, match="variant 'int3' is unknown"):
-        LlavaQwen3OnnxModel(exported[0], variant="int3")
+        LlavaQwen3OnnxModel(onnx_export[0], variant="int3")
 
 
-def test_generate_rejects_what_it_cannot_do(runner, exported):
-    _, _, processor = exported
+def test_generate_rejects_what_it_cannot_do(runner, onnx_export):
+    _, _, processor = onnx_export
     inputs = processor(images=IMAGES[:1], text=user_prompt(processor, "Hi?", 1), return_tensors="np")
     with pytest.raises(ValueError, match="does not take num_beams"):
         runner.generate(**inputs, num_beams=2)
     with pytest.raises(ValueError, match="image placeholders but no pixel_values"):
         runner.generate(inputs["input_ids"], inputs["attention_mask"])
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        runner.generate(**inputs, do_sample=True, temperature=0.0)
+    for arguments, message in [
+        (dict(do_sample=True, temperature=0.0), "temperature must be a positive number"),
+        (dict(do_sample=True, top_p=0.0), r"top_p must be a number in \(0, 1\]"),
+        (dict(do_sample=True, top_k=-1), "top_k must be an int >= 0"),
+        (dict(max_new_tokens=0), "max_new_tokens must be a positive int"),
+        (dict(max_new_tokens=-3), "max_new_tokens must be a positive int"),
+        (dict(eos_token_id=-1), "eos_token_id holds -1; token ids must be ints >= 0"),
+        (dict(pad_token_id=10**6), "pad_token_id holds 1000000; token ids must be ints >= 0 and below"),
+        (dict(max_new_tokens=600), r"plus max_new_tokens \(600\) exceeds the model's context of 512 tokens"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            runner.generate(**inputs, **arguments)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        runner.generate(inputs["input_ids"] * 0 - 1)
+
+
+def test_variant_dict_with_an_unknown_graph_is_refused(onnx_export):
+    with pytest.raises(ValueError, match="variant names graph 'decoder', which is not one of vision_encoder"):
+        LlavaQwen3OnnxModel(onnx_export[0], variant={"decoder": "quantized"})
 
 
 def test_command_line_refuses_bad_input_and_leaves_nothing(tiny_clip, tmp_path, capsys):
@@ -296,7 +305,7 @@ def test_command_line_refuses_bad_input_and_leaves_nothing(tiny_clip, tmp_path, 
 
 
 def test_command_line_exports_a_checkpoint_folder(tiny_clip, tmp_path):
-    output = tmp_path / "exported"
+    output = tmp_path / "onnx_export"
     export_module.main([str(tiny_clip[0]), "--output", str(output), "--quantize"])
     assert available_variants(output) == ["fp32"]
-    assert [path.name for path in tmp_path.iterdir()] == ["exported"]  # no staging folder left behind
+    assert [path.name for path in tmp_path.iterdir()] == ["onnx_export"]  # no staging folder left behind

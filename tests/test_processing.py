@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import draw_image, user_prompt
+from helpers import draw_image, user_prompt
 
 from llava_qwen3 import CHAT_TEMPLATE, LlavaQwen3Processor
 

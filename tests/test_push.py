@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fresh_python
 from fake_hub import FakeHub
+from helpers import run_fresh_python
 
 from llava_qwen3.hub import plan_push
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import TRANSFORMERS_MAJOR, draw_image, run_fresh_python, user_prompt
+from helpers import TRANSFORMERS_MAJOR, draw_image, run_fresh_python, user_prompt
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor

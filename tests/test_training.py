@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import draw_image
-from transformers import TrainingArguments
+from helpers import colour_examples, draw_image, training_args
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration
 from llava_qwen3.training import (
@@ -16,32 +15,6 @@ from llava_qwen3.training import (
     from_llava_record,
     parameter_groups,
 )
-
-
-def _training_args(tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        max_steps=3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        remove_unused_columns=False,
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    return TrainingArguments(**{**settings, **overrides})
-
-
-def _colour_examples() -> list[dict]:
-    """Four pictures, each with a colour question and a one-word answer."""
-    question = {"from": "human", "value": "<image>\nColour?"}
-    answers = ["Red.", "Blue.", "Green.", "Red."]
-    return [
-        from_llava_record({"conversations": [question, {"from": "gpt", "value": answer}]}, [draw_image(index)])
-        for index, answer in enumerate(answers)
-    ]
 
 
 def test_labels_cover_only_the_assistant_replies(tiny_clip):
@@ -79,9 +52,9 @@ def test_projector_stage_changes_only_projector_weights(tiny_clip, tmp_path):
     model = LlavaQwen3ForConditionalGeneration.from_pretrained(folder)
     assert configure_stage(model, "projector") == ["projector"]
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    examples = _colour_examples()
+    examples = colour_examples()
     LlavaQwen3Trainer(
-        model=model, args=_training_args(tmp_path), train_dataset=examples, data_collator=ChatCollator(processor)
+        model=model, args=training_args(tmp_path), train_dataset=examples, data_collator=ChatCollator(processor)
     ).train()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed), changed
@@ -137,7 +110,7 @@ def test_stage_one_for_a_new_modality_from_records_with_embedding_files(tiny_cli
     configure_stage(model, "projector")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     LlavaQwen3Trainer(
-        model=model, args=_training_args(tmp_path), train_dataset=examples, data_collator=ChatCollator(processor)
+        model=model, args=training_args(tmp_path), train_dataset=examples, data_collator=ChatCollator(processor)
     ).train()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {n for n in before if n.startswith("model.modality_projectors.m1.")}
@@ -149,10 +122,10 @@ def test_lora_stage_trains_adapters_and_projector_and_merges_to_the_same_logits(
     folder, _, processor = tiny_clip
     model = add_lora(LlavaQwen3ForConditionalGeneration.from_pretrained(folder), r=8, alpha=16)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    examples = _colour_examples()
+    examples = colour_examples()
     trainer = LlavaQwen3Trainer(
         model=model,
-        args=_training_args(tmp_path),
+        args=training_args(tmp_path),
         train_dataset=examples,
         data_collator=ChatCollator(processor),
         part_learning_rates={"projector": 2e-3},

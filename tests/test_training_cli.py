@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_fresh_python
+from helpers import run_fresh_python
 
 from llava_qwen3.training.cli import load_model, main
 from llava_qwen3.training.config import load_config

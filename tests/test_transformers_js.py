@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import draw_image, user_prompt
+from helpers import draw_image, user_prompt
 
 from llava_qwen3.conversion.export_onnx import export_onnx
-from llava_qwen3.onnx_model import LlavaQwen3OnnxModel
+from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 
 JS_DIR = Path(__file__).parent / "js"
 IMAGES = [draw_image(seed) for seed in range(3)]

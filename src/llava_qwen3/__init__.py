@@ -6,7 +6,7 @@ Importing the package registers the classes with transformers' Auto classes, so 
 is not installed.
 
 Where torch is not installed only the configuration, the processor and the onnxruntime runner
-(`llava_qwen3.onnx_model`) are importable: the deployment path of an ONNX export.
+(`llava_qwen3.inference.onnx_runner`) are importable: the deployment path of an ONNX export.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
@@ -25,7 +25,7 @@ LlavaQwen3Config.register_for_auto_class("AutoConfig")
 LlavaQwen3Processor.register_for_auto_class("AutoProcessor")
 
 if is_torch_available():
-    from .generation import LlavaQwen3Generator
+    from .inference import LlavaQwen3Generator
     from .modeling import LlavaQwen3ForConditionalGeneration, LlavaQwen3Model, LlavaQwen3PreTrainedModel
 
     AutoModel.register(LlavaQwen3Config, LlavaQwen3Model, exist_ok=True)

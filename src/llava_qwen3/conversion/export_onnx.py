@@ -2,8 +2,9 @@
 
 Three graphs, exported with `torch.onnx.export` (the torch.export-based exporter) in float32:
 `vision_encoder` (tower and projector), `embed_tokens` and `decoder_model_merged` (Qwen3 and the LM head, one graph
-for prefill and decoding: an empty past is the prefill step). `llava_qwen3.onnx_model` documents the layout and runs
-it. The config, generation config and processor files go beside them, so the folder generates on its own.
+for prefill and decoding: an empty past is the prefill step). `llava_qwen3.inference.onnx_layout` documents the layout
+and `llava_qwen3.inference.onnx_runner` runs it. The config, generation config and processor files go beside them, so
+the folder generates on its own.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external_data_path, graph_path, save_graph
 from ..modeling import LlavaQwen3ForConditionalGeneration
-from ..onnx_model import GRAPHS, external_data_path, graph_path
 from ..processing import LlavaQwen3Processor
-from .quantize_onnx import QUANTIZATIONS, quantize_export, save_graph
+from .quantize_onnx import QUANTIZATIONS, quantize_export
 from .writing import check_output_folder, print_folder, staged_folder
 
 OPSET = 18
@@ -79,17 +80,13 @@ class MergedDecoder(nn.Module):
         return (self.lm_head(outputs.last_hidden_state), *present)
 
 
-def cache_names(prefix: str, num_layers: int) -> list[str]:
-    return [f"{prefix}.{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
-
-
 def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, external_data: bool | None = None) -> None:
     """Writes the three float32 graphs of `model` into `folder/onnx`."""
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
     config = model.config
     text, vision = config.text_config, config.vision_config
     num_layers = text.num_hidden_layers
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    head_dim = config.text_head_dim
     # Example inputs: a batch of 2 with a past of 3 positions, so no dimension is traced at a size of 0 or 1.
     batch, length, past_length = 2, 3, 3
     pixel_values = torch.rand(batch, vision.num_channels, vision.image_size, vision.image_size)
@@ -119,8 +116,8 @@ def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, exter
         "decoder_model_merged": (
             MergedDecoder(model),
             decoder_inputs,
-            ["inputs_embeds", "attention_mask", "position_ids", *cache_names("past_key_values", num_layers)],
-            ["logits", *cache_names("present", num_layers)],
+            ["inputs_embeds", "attention_mask", "position_ids", *cache_names(PAST, num_layers)],
+            ["logits", *cache_names(PRESENT, num_layers)],
             (
                 {0: "batch_size", 1: "sequence_length"},
                 {0: "batch_size", 1: "total_sequence_length"},

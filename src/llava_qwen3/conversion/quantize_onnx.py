@@ -19,7 +19,7 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from ..onnx_model import GRAPHS, QUANTIZATION_RECORD, external_data_path, graph_path
+from ..inference.onnx_layout import GRAPHS, QUANTIZATION_RECORD, graph_path, save_graph
 
 QUANTIZATIONS: dict[str, dict[str, Any]] = {
     "quantized": {
@@ -39,26 +39,6 @@ QUANTIZATIONS: dict[str, dict[str, Any]] = {
         "embeddings": "quantized",
     },
 }
-# Protobuf cannot serialise a message past 2 GiB; leave room for the graph itself.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-
-
-def weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
-
-
-def save_graph(model: onnx.ModelProto, path: Path, external_data: bool | None = None) -> None:
-    """Saves a graph, with its weights in `<file>.onnx_data` when asked or when they pass protobuf's limit."""
-    if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    onnx.save_model(
-        model,
-        path,
-        save_as_external_data=external_data,
-        all_tensors_to_one_file=True,
-        location=external_data_path(path).name,
-        size_threshold=1024,
-    )
 
 
 def _quantize_dynamic(source: Path, settings: dict[str, Any]) -> onnx.ModelProto:

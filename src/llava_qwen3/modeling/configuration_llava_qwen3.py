@@ -157,6 +157,12 @@ class LlavaQwen3Config(PretrainedConfig):
         return patches + int(keeps_cls)
 
     @property
+    def text_head_dim(self) -> int:
+        """Size of one attention head of the language model (a Qwen3 config may leave `head_dim` unset)."""
+        text = self.text_config
+        return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+
+    @property
     def num_vision_feature_layers(self) -> int:
         return 1 if isinstance(self.vision_feature_layer, int) else len(self.vision_feature_layer)
 

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from transformers import BatchFeature
 
+from ..inference.records import record_embeddings
 from ..processing import LlavaQwen3Processor
-from ..records import record_embeddings
 
 IGNORE_INDEX = -100
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}

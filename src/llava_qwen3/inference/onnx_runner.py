@@ -1,77 +1,28 @@
 """Generate from an ONNX export with onnxruntime alone: no torch at inference.
 
-An export folder has the layout of transformers.js' image-text-to-text models (onnx-community):
-
-    config.json, generation_config.json, processor and tokenizer files
-    onnx/vision_encoder{suffix}.onnx        pixel_values -> image_features (tower and projector)
-    onnx/embed_tokens{suffix}.onnx          input_ids -> inputs_embeds
-    onnx/decoder_model_merged{suffix}.onnx  inputs_embeds, attention_mask, position_ids, past_key_values.{i}.key/value
-                                            -> logits, present.{i}.key/value (an empty past is the prefill step)
-
-where the suffix names the variant ("" for fp32, "_quantized" for INT8, "_q4" for 4-bit), weights past protobuf's
-2 GB limit lie beside their graph in `<file>.onnx_data`, and `onnx/quantization.json` records how each variant was
-made. `LlavaQwen3OnnxModel.generate` mirrors `model.generate` of transformers on the processor's numpy outputs.
+The export folder's layout is described in `onnx_layout`. `LlavaQwen3OnnxModel.generate` mirrors `model.generate`
+of transformers on the processor's numpy outputs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime
 
-from .processing import LlavaQwen3Processor
+from ..modeling import LlavaQwen3Config
+from ..processing import LlavaQwen3Processor
+from .onnx_layout import PAST, cache_names, check_export_folder
+from .sampling import check_max_new_tokens, check_sampling, check_token_ids, next_tokens
 
-GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
-# The file suffixes transformers.js looks for; its dtype "q8" loads the "_quantized" files.
-VARIANT_SUFFIXES = {
-    "fp32": "",
-    "fp16": "_fp16",
-    "quantized": "_quantized",
-    "int8": "_int8",
-    "uint8": "_uint8",
-    "q4": "_q4",
-}
-QUANTIZATION_RECORD = "quantization.json"
-
-
-def graph_path(folder: str | Path, graph: str, variant: str) -> Path:
-    """Where `graph` of `variant` lies in an export folder."""
-    if variant not in VARIANT_SUFFIXES:
-        raise ValueError(f"variant {variant!r} is unknown; expected one of {', '.join(VARIANT_SUFFIXES)}.")
-    return Path(folder) / "onnx" / f"{graph}{VARIANT_SUFFIXES[variant]}.onnx"
-
-
-def external_data_path(graph: Path) -> Path:
-    """Where a graph's weights lie when they are kept outside it: `<file>.onnx_data`, as transformers.js expects."""
-    return graph.with_name(f"{graph.name}_data")
-
-
-def available_variants(folder: str | Path) -> list[str]:
-    """The variants whose three graphs are all in `folder`."""
-    return [name for name in VARIANT_SUFFIXES if all(graph_path(folder, graph, name).is_file() for graph in GRAPHS)]
-
-
-def check_export_folder(folder: str | Path, variant: str | dict[str, str] = "fp32") -> dict[str, Path]:
-    """The graph files of `variant` (one name, or one per graph), or a ValueError naming what is missing."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "onnx").is_dir():
-        raise ValueError(
-            f"{folder} is not an ONNX export of LLaVA-Qwen3: it needs config.json and an onnx/ folder with "
-            f"{', '.join(graph + '.onnx' for graph in GRAPHS)}. Make one with `llava-qwen3-export-onnx`."
-        )
-    variants = variant if isinstance(variant, dict) else dict.fromkeys(GRAPHS, variant)
-    paths = {graph: graph_path(folder, graph, variants.get(graph, "fp32")) for graph in GRAPHS}
-    missing = [path for path in paths.values() if not path.is_file()]
-    if missing:
-        raise ValueError(
-            f"{folder} lacks onnx/{', onnx/'.join(path.name for path in missing)}, so it has no {variant!r} variant; "
-            f"it has: {', '.join(available_variants(folder)) or 'none'}. Add variants with "
-            "`llava-qwen3-export-onnx --quantize`."
-        )
-    return paths
+# Hooks with transformers' signatures: a logits processor maps (input_ids, scores) to scores, a stopping criterion
+# maps (input_ids, scores) to a bool per row.
+LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+StoppingCriterion = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class LlavaQwen3OnnxModel:
@@ -89,7 +40,8 @@ class LlavaQwen3OnnxModel:
     ) -> None:
         self.folder = Path(folder)
         paths = check_export_folder(self.folder, variant)
-        self.config = json.loads((self.folder / "config.json").read_text())
+        self.variant = variant
+        self.config = LlavaQwen3Config.from_pretrained(self.folder)
         generation_path = self.folder / "generation_config.json"
         self.generation_config = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
         self.processor = LlavaQwen3Processor.from_pretrained(self.folder)
@@ -98,11 +50,12 @@ class LlavaQwen3OnnxModel:
             graph: onnxruntime.InferenceSession(path, session_options, providers=providers)
             for graph, path in paths.items()
         }
-        text = self.config["text_config"]
-        self.num_layers = text["num_hidden_layers"]
-        head_dim = text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
-        self.empty_cache_shape = (text["num_key_value_heads"], 0, head_dim)  # per batch row
-        self.image_token_id = self.config["image_token_id"]
+        text = self.config.text_config
+        self.num_layers = text.num_hidden_layers
+        self.vocab_size = text.vocab_size
+        self.max_positions = text.max_position_embeddings
+        self.empty_cache_shape = (text.num_key_value_heads, 0, self.config.text_head_dim)  # per batch row
+        self.image_token_id = self.config.image_token_id
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> LlavaQwen3OnnxModel:
@@ -142,9 +95,7 @@ class LlavaQwen3OnnxModel:
             "attention_mask": attention_mask,
             "position_ids": position_ids[:, -length:],
         }
-        for layer in range(self.num_layers):
-            feed[f"past_key_values.{layer}.key"] = past[2 * layer]
-            feed[f"past_key_values.{layer}.value"] = past[2 * layer + 1]
+        feed.update(zip(cache_names(PAST, self.num_layers), past, strict=True))
         logits, *present = self.sessions["decoder_model_merged"].run(None, feed)
         return logits, present
 
@@ -162,24 +113,24 @@ class LlavaQwen3OnnxModel:
         pad_token_id: int | None = None,
         seed: int | None = None,
         streamer: Any = None,
+        logits_processor: Sequence[LogitsProcessor] = (),
+        stopping_criteria: Sequence[StoppingCriterion] = (),
         **kwargs: Any,
     ) -> np.ndarray:
         """Prompt and new tokens, `(batch, prompt + new)`, like `model.generate`; unset arguments come from
-        generation_config.json. `streamer` is any object with `put(token_ids)` and `end()` (transformers'
-        `TextStreamer` and `TextIteratorStreamer` work); `seed` makes sampling repeatable."""
+        generation_config.json and are checked as transformers checks them. `streamer` is any object with
+        `put(token_ids)` and `end()` (transformers' `TextStreamer` and `TextIteratorStreamer` work); `seed` makes
+        sampling repeatable. `logits_processor` and `stopping_criteria` take callables with transformers'
+        signatures on numpy arrays: `(input_ids, scores) -> scores` and `(input_ids, scores) -> done per row`."""
         unknown = set(kwargs) - {"token_type_ids"}
         if unknown:
             raise ValueError(
                 f"generate() of the onnxruntime runner does not take {', '.join(sorted(unknown))}; it takes "
-                "max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, seed, streamer."
+                "max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, seed, streamer, "
+                "logits_processor, stopping_criteria."
             )
         settings = self._settings(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id)
-        input_ids = np.atleast_2d(np.asarray(input_ids, dtype=np.int64))
-        attention_mask = (
-            np.ones_like(input_ids) if attention_mask is None else np.atleast_2d(np.asarray(attention_mask, np.int64))
-        )
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape}.")
+        input_ids, attention_mask = self._checked_prompt(input_ids, attention_mask, settings["max_new_tokens"])
         rng = np.random.default_rng(seed)
         pixel_values = None if pixel_values is None else np.asarray(pixel_values)
 
@@ -190,12 +141,20 @@ class LlavaQwen3OnnxModel:
         inputs_embeds, past = self.embed(input_ids, pixel_values), None
         for _ in range(settings["max_new_tokens"]):
             logits, past = self.forward(inputs_embeds, attention_mask, past)
-            tokens = self._next_tokens(logits[:, -1].astype(np.float32), settings, rng)
+            scores = logits[:, -1].astype(np.float32)
+            scores[:, settings["suppress_tokens"]] = -np.inf
+            for processor in logits_processor:
+                scores = processor(sequences, scores)
+            tokens = next_tokens(
+                scores, settings["do_sample"], settings["temperature"], settings["top_k"], settings["top_p"], rng
+            )
             tokens = np.where(finished, settings["pad_token_id"], tokens)
             sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
             if streamer is not None:
                 streamer.put(tokens)
             finished |= np.isin(tokens, settings["eos_token_id"])
+            for criterion in stopping_criteria:
+                finished |= np.asarray(criterion(sequences, scores), dtype=bool)
             if finished.all():
                 break
             attention_mask = np.concatenate([attention_mask, np.ones_like(tokens[:, None])], axis=1)
@@ -203,6 +162,31 @@ class LlavaQwen3OnnxModel:
         if streamer is not None:
             streamer.end()
         return sequences
+
+    def _checked_prompt(self, input_ids: Any, attention_mask: Any, max_new_tokens: int) -> tuple[np.ndarray, ...]:
+        """input_ids and attention_mask as int64 `(batch, length)` arrays, or a ValueError naming what is wrong."""
+        input_ids = np.atleast_2d(np.asarray(input_ids))
+        if input_ids.ndim != 2 or input_ids.size == 0 or not np.issubdtype(input_ids.dtype, np.integer):
+            raise ValueError(
+                f"input_ids must be a non-empty (batch, length) array of token ids, got shape {input_ids.shape} "
+                f"of {input_ids.dtype}; prepare inputs with the processor."
+            )
+        if input_ids.min() < 0 or input_ids.max() >= self.vocab_size:
+            raise ValueError(f"input_ids hold ids outside the vocabulary [0, {self.vocab_size}).")
+        input_ids = input_ids.astype(np.int64)
+        if attention_mask is None:
+            attention_mask = np.ones_like(input_ids)
+        attention_mask = np.atleast_2d(np.asarray(attention_mask, dtype=np.int64))
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape}.")
+        total = input_ids.shape[1] + max_new_tokens
+        if total > self.max_positions:
+            raise ValueError(
+                f"the prompt ({input_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+                f"model's context of {self.max_positions} tokens (max_position_embeddings); shorten the prompt or "
+                "lower max_new_tokens."
+            )
+        return input_ids, attention_mask
 
     def _settings(self, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id) -> dict:
         given = {
@@ -219,35 +203,14 @@ class LlavaQwen3OnnxModel:
             key: value if value is not None else self.generation_config.get(key, defaults.get(key))
             for key, value in given.items()
         }
+        settings["max_new_tokens"] = check_max_new_tokens(settings["max_new_tokens"])
+        if settings["do_sample"]:
+            check_sampling(settings["temperature"], settings["top_k"], settings["top_p"])
         eos = settings["eos_token_id"]
-        settings["eos_token_id"] = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        eos = [] if eos is None else [eos] if not isinstance(eos, (list, tuple)) else eos
+        settings["eos_token_id"] = check_token_ids("eos_token_id", eos, self.vocab_size)
         if settings["pad_token_id"] is None:
             settings["pad_token_id"] = settings["eos_token_id"][0] if settings["eos_token_id"] else 0
+        settings["pad_token_id"] = check_token_ids("pad_token_id", [settings["pad_token_id"]], self.vocab_size)[0]
         settings["suppress_tokens"] = list(self.generation_config.get("suppress_tokens") or [])
-        if settings["do_sample"] and settings["temperature"] <= 0:
-            raise ValueError(f"temperature must be positive when sampling; got {settings['temperature']}.")
         return settings
-
-    @staticmethod
-    def _next_tokens(logits: np.ndarray, settings: dict, rng: np.random.Generator) -> np.ndarray:
-        """Greedy or sampled next tokens, with the logits processed in transformers' order."""
-        logits[:, settings["suppress_tokens"]] = -np.inf
-        if not settings["do_sample"]:
-            return logits.argmax(axis=-1)
-        logits = logits / settings["temperature"]
-        if settings["top_k"] and settings["top_k"] < logits.shape[-1]:
-            kth = np.partition(logits, -settings["top_k"], axis=-1)[:, -settings["top_k"], None]
-            logits = np.where(logits < kth, -np.inf, logits)
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        if settings["top_p"] < 1.0:
-            order = np.argsort(-probs, axis=-1)
-            sorted_probs = np.take_along_axis(probs, order, axis=-1)
-            # Keep the smallest set of most likely tokens whose mass reaches top_p (at least one token).
-            drop_sorted = np.cumsum(sorted_probs, axis=-1) - sorted_probs >= settings["top_p"]
-            drop = np.zeros_like(drop_sorted)
-            np.put_along_axis(drop, order, drop_sorted, axis=-1)
-            probs = np.where(drop, 0.0, probs)
-            probs /= probs.sum(axis=-1, keepdims=True)
-        draws = rng.random((len(probs), 1))
-        return np.minimum((np.cumsum(probs, axis=-1) < draws).sum(axis=-1), probs.shape[-1] - 1)

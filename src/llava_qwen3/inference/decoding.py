@@ -1,0 +1,135 @@
+"""Per-request control of a batch being decoded: each row keeps its own sampling settings, seed, token limit, stop
+strings, streamed text and cancellation, inside one padded batch.
+
+A backend runs its own generation loop (transformers' `generate`, or the onnxruntime runner's) greedily and calls
+two hooks at every step: `forced_scores` (as a logits processor: it draws each row's token with that row's settings
+and leaves it the only candidate) and `advance` (as a stopping criterion: it records the new tokens and says which
+rows are done).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .requests import Generation, GenerationRequest
+from .sampling import next_tokens
+
+logger = logging.getLogger(__name__)
+INCOMPLETE_CHARACTER = "\ufffd"  # what decoding gives for the first bytes of a character split across tokens
+
+
+class _Row:
+    """One request's state while its batch decodes."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.settings = request.settings
+        self.rng = np.random.default_rng(self.settings.seed)
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.sent = 0  # characters of `text` already given to `on_text`
+        self.finish_reason: str | None = None
+
+    def held_back(self) -> int:
+        """How many trailing characters may still change: an incomplete character, or the start of a stop string."""
+        if self.text.endswith(INCOMPLETE_CHARACTER):
+            return 1
+        for length in range(max((len(stop) for stop in self.settings.stop), default=1) - 1, 0, -1):
+            if any(stop.startswith(self.text[-length:]) for stop in self.settings.stop):
+                return length
+        return 0
+
+    def stream(self) -> None:
+        """Gives `on_text` the text that can no longer change; all of it once the row is finished."""
+        if self.request.on_text is None:
+            return
+        end = len(self.text) if self.finish_reason is not None else len(self.text) - self.held_back()
+        if end > self.sent:
+            delta, self.sent = self.text[self.sent : end], end
+            try:
+                self.request.on_text(delta)
+            except Exception:  # a consumer that fails (a client gone) must not fail the other rows
+                logger.warning("the text consumer of a request failed; cancelling that request", exc_info=True)
+                self.finish_reason = "cancelled"
+
+    def cancelled(self) -> bool:
+        check = self.request.is_cancelled
+        try:
+            return check is not None and bool(check())
+        except Exception:
+            logger.warning("is_cancelled of a request failed; cancelling that request", exc_info=True)
+            return True
+
+
+class BatchDecoding:
+    """The state of one batch of requests being decoded; see the module docstring for how backends drive it."""
+
+    def __init__(
+        self, requests: Sequence[GenerationRequest], tokenizer: Any, stop_token_ids: Sequence[int], pad_token_id: int
+    ) -> None:
+        self.rows = [_Row(request) for request in requests]
+        self.tokenizer = tokenizer
+        self.stop_token_ids = set(stop_token_ids)
+        self.pad_token_id = pad_token_id
+        self.greedy = np.array([not row.settings.do_sample for row in self.rows])
+
+    @property
+    def max_new_tokens(self) -> int:
+        return max(row.settings.max_new_tokens for row in self.rows)
+
+    @property
+    def done(self) -> np.ndarray:
+        return np.array([row.finish_reason is not None for row in self.rows])
+
+    def choose(self, scores: np.ndarray) -> np.ndarray:
+        """The next token of each row `(batch,)` from its scores `(batch, vocab)`; finished rows get the pad token."""
+        tokens = scores.argmax(axis=-1)
+        for index, row in enumerate(self.rows):
+            if row.finish_reason is not None:
+                tokens[index] = self.pad_token_id
+            elif not self.greedy[index]:
+                settings = row.settings
+                tokens[index] = next_tokens(
+                    scores[index : index + 1], True, settings.temperature, settings.top_k, settings.top_p, row.rng
+                )[0]
+        return tokens
+
+    def forced_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Scores that leave each row's chosen token as its only candidate, so a greedy loop takes it."""
+        forced = np.full(scores.shape, -np.inf, dtype=np.float32)
+        forced[np.arange(len(scores)), self.choose(scores)] = 0.0
+        return forced
+
+    def advance(self, tokens: np.ndarray) -> np.ndarray:
+        """Records each live row's new token; returns which rows are done (stop token or string, limit, cancel)."""
+        for row, token in zip(self.rows, tokens.tolist(), strict=True):
+            if row.finish_reason is not None:
+                continue
+            if token in self.stop_token_ids:
+                row.finish_reason = "stop"
+            else:
+                row.token_ids.append(token)
+                row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
+                cut = min((row.text.find(stop) for stop in row.settings.stop if stop in row.text), default=-1)
+                if cut >= 0:
+                    row.text, row.finish_reason = row.text[:cut], "stop"
+                elif len(row.token_ids) >= row.settings.max_new_tokens:
+                    row.finish_reason = "length"
+            if row.finish_reason is None and row.cancelled():
+                row.finish_reason = "cancelled"
+            row.stream()
+        return self.done
+
+    def results(self, prompt_tokens: Sequence[int]) -> list[Generation]:
+        """One `Generation` per request; a row the loop left unfinished ran out of tokens."""
+        generations = []
+        for row, prompt_length in zip(self.rows, prompt_tokens, strict=True):
+            if row.finish_reason is None:
+                row.finish_reason = "length"
+                row.stream()
+            generations.append(Generation(row.text, row.token_ids, row.finish_reason, int(prompt_length)))
+        return generations
