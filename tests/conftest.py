@@ -39,3 +39,24 @@ def onnx_export(tiny_clip, tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx") / "export"
     export_onnx(model, folder, processor=processor, quantize=("quantized", "q4"))
     return folder, model, processor
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory):
+    """(folder, model, processor) of the demo model: the tiny model trained from scratch on the synthetic shapes
+    (the same recipe as `llava-qwen3-demo`), trained once per session."""
+    from llava_qwen3.training.shapes_recipe import train_on_shapes
+
+    folder = tmp_path_factory.mktemp("demo") / "checkpoint"
+    model, processor = train_on_shapes(output=folder)
+    return folder, model, processor
+
+
+@pytest.fixture(scope="session")
+def demo_onnx_export(demo_model, tmp_path_factory):
+    """The demo model's ONNX export folder: fp32 and INT8 ("quantized") graphs."""
+    from llava_qwen3.conversion.export_onnx import export_onnx
+
+    _, model, processor = demo_model
+    folder = tmp_path_factory.mktemp("demo-onnx") / "export"
+    return export_onnx(model, folder, processor=processor, quantize=("quantized",))

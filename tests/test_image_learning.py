@@ -10,8 +10,8 @@ from llava_qwen3.training.shapes_recipe import shapes_accuracy, train_on_shapes
 pytestmark = pytest.mark.slow
 
 
-def test_trained_from_scratch_it_reads_the_pictures_and_blanked_it_cannot():
-    model, processor = train_on_shapes()
+def test_trained_from_scratch_it_reads_the_pictures_and_blanked_it_cannot(demo_model):
+    _, model, processor = demo_model
     fresh = shapes_accuracy(model, processor, "train")
     unseen_pairs = shapes_accuracy(model, processor, "held_out")
     blank_model, blank_processor = train_on_shapes(blank=True)
