@@ -40,11 +40,12 @@ def main() -> None:
 
     embedding = clip_image_embedding(args.clip, Image.open(args.image).convert("RGB"))
     generator = LlavaQwen3Generator.from_pretrained(args.checkpoint)
-    if "m1" not in generator.model.config.modalities:
-        add_modality(generator.model, generator.processor, "m1", input_dim=embedding.shape[-1])
+    model, processor = generator.backend.model, generator.backend.processor  # the PyTorch backend's
+    if "m1" not in model.config.modalities:
+        add_modality(model, processor, "m1", input_dim=embedding.shape[-1])
         if args.output:
-            generator.model.save_pretrained(args.output)
-            generator.processor.save_pretrained(args.output)
+            model.save_pretrained(args.output)
+            processor.save_pretrained(args.output)
     record = {"text": f"<m1>\n{args.question}", "multimodal_data": {"multimodal_embeddings": {"m1": [embedding]}}}
     print(f"m1: CLIP embedding of {args.image.name}, {embedding.shape[-1]} values")
     print(f"A: {generator.generate(record, max_new_tokens=20)}")

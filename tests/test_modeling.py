@@ -37,7 +37,7 @@ def test_pixels_reach_the_tower_on_prefill_only_when_caching(tiny_clip, use_cach
     _, model, processor = tiny_clip
     inputs = _inputs(processor, user_prompt(processor, "Once?", 1), [draw_image(12)])
     calls = []
-    hook = model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    hook = model.model.multi_modal_projector.register_forward_hook(lambda *args: calls.append(1))
     try:
         model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, use_cache=use_cache)
     finally:
@@ -193,7 +193,7 @@ def test_feature_layer_list_strategy_and_projector_type(projector_type):
     projector = model.model.multi_modal_projector
     assert projector.linear_1.in_features == 2 * config.vision_config.hidden_size
     assert isinstance(projector.norm, torch.nn.LayerNorm) is (projector_type == "mlp_relu_ln")
-    features = model.get_image_features(torch.randn(2, 3, 32, 32))
+    features = model.model.project_images(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 17, config.text_config.hidden_size)
 
 

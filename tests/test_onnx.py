@@ -79,7 +79,7 @@ def test_vision_encoder_keeps_the_batch_dynamic(runner, onnx_export, num_images)
     _, model, processor = onnx_export
     pixel_values = processor.image_processor(IMAGES[:num_images], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        expected = model.get_image_features(pixel_values).numpy()
+        expected = model.model.project_images(pixel_values).numpy()
     (features,) = runner.sessions["vision_encoder"].run(None, {"pixel_values": pixel_values.numpy()})
     assert features.shape == expected.shape
     np.testing.assert_allclose(features, expected, atol=1e-5)

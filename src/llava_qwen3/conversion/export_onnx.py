@@ -36,7 +36,7 @@ class VisionEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # The model's own method returns one tensor for all images, so the batch size stays symbolic.
-        return self.model.get_image_features(pixel_values)
+        return self.model.project_images(pixel_values)
 
 
 class TokenEmbedder(nn.Module):

@@ -57,11 +57,13 @@ class LlavaQwen3Config(PretrainedConfig):
     Args:
         vision_config (`dict` or `PretrainedConfig`, *optional*):
             A `CLIPVisionConfig` or `SiglipVisionConfig`, picked by its `model_type`. A full `CLIPConfig` or
-            `SiglipConfig` is accepted and reduced to its vision part. Defaults to CLIP ViT-L/14 at 224 px.
+            `SiglipConfig` is accepted and reduced to its vision part. Defaults to `CLIPVisionConfig()`: ViT-B/32 at
+            224 px.
         text_config (`dict` or `Qwen3Config`, *optional*):
             The language model. Defaults to `Qwen3Config()`.
         image_token_id (`int`, *optional*):
-            Id of the `<image>` placeholder token; each placeholder position receives one image feature.
+            Id of the `<image>` placeholder token; each placeholder position receives one image feature. Also
+            readable and settable as `image_token_index`, built-in Llava's name.
         projector_type (`str`, *optional*, defaults to `"mlp2x_gelu"`):
             `"mlp2x_gelu"` (Linear, GELU, Linear as in LLaVA-1.5) or `"mlp_relu_ln"` (Linear, ReLU, LayerNorm, Linear).
         vision_feature_layer (`int` or `list[int]`, *optional*, defaults to -2):
@@ -80,6 +82,8 @@ class LlavaQwen3Config(PretrainedConfig):
 
     model_type = "llava_qwen3"
     sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+    # Built-in Llava's name for the same id, read by code written for Llava; both names stay in sync.
+    attribute_map = {"image_token_index": "image_token_id"}
 
     def __init__(
         self,

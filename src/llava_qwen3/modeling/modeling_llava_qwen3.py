@@ -16,8 +16,9 @@ import torch
 import transformers
 from torch import nn
 from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
 
@@ -82,6 +83,9 @@ class LlavaQwen3PreTrainedModel(PreTrainedModel):
     _supports_flash_attn_2 = True  # the transformers 4.x name of the flag above
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The decoding steps (what generate() compiles with a static cache) hold no image or embedding inputs and run
+    # only transformers' Qwen3; tested: a compiled static-cache greedy run equals the eager one.
+    _can_compile_fullgraph = True
     if TRANSFORMERS_MAJOR < 5:
         # transformers 5 dropped the `vision_model.` level inside CLIP/SigLIP vision models and saves without it.
         # 4.x reads that layout through this rename (and writes it back on save), so one checkpoint serves both lines.
@@ -143,18 +147,93 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
                 f"(num_images, {', '.join(map(str, expected))}). Prepare images with the model's processor."
             )
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features of each image: `(num_images, image_seq_length, text_hidden_size)`."""
+    def project_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features of each image, `(num_images, image_seq_length, text_hidden_size)`: what the model writes
+        over the `<image>` placeholders. The tower runs only up to the deepest selected layer."""
         self._check_pixel_values(pixel_values)
-        tower_dtype = self.vision_tower.get_input_embeddings().weight.dtype
-        hidden_states = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True).hidden_states
-        layers = self.config.vision_feature_layer
-        layers = [layers] if isinstance(layers, int) else layers
-        first_token = (
-            1 if self.config.vision_has_cls_token and self.config.vision_feature_select_strategy == "default" else 0
+        layers = self._feature_layers(self.config.vision_feature_layer)
+        states = self._tower_hidden_states(pixel_values, max(layers) + 1)
+        return self._project([states[index] for index in layers], self.config.vision_feature_select_strategy)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
+        """The projected features of each image, as transformers' built-in Llava gives them on each line.
+
+        transformers 5: a `BaseModelOutputWithPooling` whose `pooler_output` holds one `(image_seq_length,
+        text_hidden_size)` tensor per image and whose `last_hidden_state` is the tower's hidden state at the deepest
+        selected layer (later layers are not run); with `output_hidden_states` or `output_attentions` (arguments or
+        config) the whole tower runs and its hidden states and attentions come back too; `return_dict=False` gives a
+        tuple. transformers 4.x: the `(num_images, image_seq_length, text_hidden_size)` tensor.
+        """
+        self._check_pixel_values(pixel_values)
+        layers = self._feature_layers(
+            self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         )
-        selected = torch.cat([hidden_states[index][:, first_token:] for index in layers], dim=-1)
-        return self.multi_modal_projector(selected)
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        return_dict = kwargs.pop("return_dict", None)
+        output_hidden_states = kwargs.pop("output_hidden_states", None)
+        output_attentions = kwargs.pop("output_attentions", None)
+        vision_config = self.config.vision_config
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states or vision_config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions or vision_config.output_attentions
+        if output_hidden_states or output_attentions:
+            tower_output = self.vision_tower(
+                pixel_values.to(self.vision_tower.dtype),
+                output_hidden_states=True,
+                output_attentions=output_attentions,
+                return_dict=True,
+                **kwargs,
+            )
+            states, last_hidden_state = tower_output.hidden_states, tower_output.last_hidden_state
+            attentions = tower_output.attentions
+        else:
+            states = self._tower_hidden_states(pixel_values, max(layers) + 1)
+            last_hidden_state, attentions = states[-1], None
+        features = self._project([states[index] for index in layers], strategy)
+        if TRANSFORMERS_MAJOR < 5:
+            return features
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=list(features),
+            hidden_states=tuple(states) if output_hidden_states else None,
+            attentions=attentions,
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
+
+    def _feature_layers(self, vision_feature_layer: int | list[int]) -> list[int]:
+        """The selected hidden-state indices, counted from 0 (the embeddings' output)."""
+        num_states = self.config.vision_config.num_hidden_layers + 1
+        layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else vision_feature_layer
+        return [index % num_states for index in layers]
+
+    def _tower_hidden_states(self, pixel_values: torch.Tensor, num_states: int) -> list[torch.Tensor]:
+        """The tower's first `num_states` hidden states (its embeddings' output, then each layer's). The layers past
+        them, the final norm and SigLIP's pooling head are not run: LLaVA reads an inner layer, so they would be
+        computed and thrown away."""
+        tower = getattr(self.vision_tower, "vision_model", self.vision_tower)  # 4.x nests it one level deeper
+        hidden = tower.embeddings(pixel_values.to(self.vision_tower.dtype))
+        if hasattr(tower, "pre_layrnorm"):  # CLIP's norm before the encoder (transformers' spelling)
+            hidden = tower.pre_layrnorm(hidden)
+        states = [hidden]
+        # transformers 4.x's CLIP layer takes its causal mask positionally; every other layer takes (hidden, mask).
+        extra = (None,) if TRANSFORMERS_MAJOR < 5 and self.config.vision_has_cls_token else ()
+        for layer in tower.encoder.layers[: num_states - 1]:
+            output = layer(hidden, None, *extra)
+            hidden = output[0] if isinstance(output, tuple) else output
+            states.append(hidden)
+        return states
+
+    def _project(self, states: list[torch.Tensor], strategy: str) -> torch.Tensor:
+        first_token = 1 if self.config.vision_has_cls_token and strategy == "default" else 0
+        return self.multi_modal_projector(torch.cat([state[:, first_token:] for state in states], dim=-1))
 
     def get_modality_features(self, name: str, embeddings: list[torch.Tensor]) -> torch.Tensor:
         """Projected features of a modality's items, in order: `(total_vectors, text_hidden_size)`.
@@ -236,6 +315,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
                 inputs = "pixel_values" if name == "image" else f"modality_embeds[{name!r}]"
                 raise ValueError(f"The input holds {name} placeholder tokens but no {inputs} were given.")
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -247,7 +327,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         use_cache: bool | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         **kwargs: Any,
-    ) -> LlavaQwen3ModelOutputWithPast:
+    ) -> LlavaQwen3ModelOutputWithPast | tuple:
         r"""
         modality_embeds (`dict[str, list[torch.Tensor]]`, *optional*):
             Precomputed embeddings by modality name, each item `(input_dim,)` (one token) or `(n, input_dim)`
@@ -263,7 +343,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
 
         image_features = None
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
+            image_features = self.project_images(pixel_values)
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
         if modality_embeds:
             inputs_embeds = self.merge_modality_features(input_ids, inputs_embeds, modality_embeds)
@@ -296,6 +376,11 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         else ["lm_head.weight"]
     )
 
+    # The language model's plans come from its Qwen3 config; these place the head, with the value transformers' own
+    # Llava (5.x) and Qwen3 (4.x) give it on each line.
+    _tp_plan = {"lm_head": "colwise_gather_output" if TRANSFORMERS_MAJOR >= 5 else "colwise_rep"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
     def __init__(self, config: LlavaQwen3Config) -> None:
         super().__init__(config)
         self.model = LlavaQwen3Model(config)
@@ -314,10 +399,22 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features of each image: `(num_images, image_seq_length, text_hidden_size)`."""
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
+        """The projected features of each image; see `LlavaQwen3Model.get_image_features`."""
+        return self.model.get_image_features(
+            pixel_values,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -330,7 +427,6 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         use_cache: bool | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        return_dict: bool | None = None,
         **kwargs: Any,
     ) -> LlavaQwen3CausalLMOutputWithPast | tuple:
         r"""
@@ -363,7 +459,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
 
-        output = LlavaQwen3CausalLMOutputWithPast(
+        return LlavaQwen3CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             past_key_values=outputs.past_key_values,
@@ -371,21 +467,33 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if return_dict else output.to_tuple()
 
     def prepare_inputs_for_generation(
         self,
-        *args: Any,
+        input_ids: torch.LongTensor,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache_position: torch.LongTensor | None = None,
+        logits_to_keep: int | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         # Pixels and embeddings belong to the prefill step only: afterwards the cache already holds them, and the new
         # tokens hold no placeholders. transformers 4.57 does not drop pixels by itself and neither line knows
-        # modality_embeds, so both go through here.
-        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        if _is_prefill(model_inputs.get("past_key_values")) or not kwargs.get("use_cache", True):
+        # modality_embeds, so both go through here. The named arguments are those generate() inspects (it accepts
+        # inputs_embeds only where this signature names them).
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache_position=cache_position,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        if _is_prefill(past_key_values) or not kwargs.get("use_cache", True):
             model_inputs["pixel_values"] = pixel_values
             model_inputs["modality_embeds"] = modality_embeds
         return model_inputs

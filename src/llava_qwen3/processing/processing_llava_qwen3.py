@@ -2,7 +2,10 @@
 
 It pairs transformers' own CLIP/SigLIP image processor with the Qwen tokenizer, expands each `<image>` in the text
 to `image_seq_length` placeholder tokens (the model writes one image feature over each), and ships a Qwen ChatML chat
-template that understands `{"type": "image"}` and `{"type": "text"}` content items.
+template that understands `{"type": "image"}`, `{"type": "text"}` and `{"type": "embedding"}` content items and marks
+the assistant's replies for `return_assistant_tokens_mask`. Keyword arguments are routed the way transformers'
+built-in processors route them (`ProcessingKwargs`): flat, per modality (`text_kwargs=`, `images_kwargs=`) or common
+(`common_kwargs=`), over the tokenizer's saved defaults.
 
 Remote-code file: it is copied next to the weights and imports only transformers (and torch where it is installed:
 the onnxruntime runner uses this processor without it).
@@ -10,13 +13,20 @@ the onnxruntime runner uses this processor without it).
 
 from __future__ import annotations
 
+import base64
+import bisect
+import io
 import json
 import os
+import urllib.parse
+import urllib.request
 from typing import Any
 
+import numpy as np
 import transformers
+from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import load_image
+from transformers.processing_utils import MultiModalData, ProcessingKwargs
 from transformers.utils import to_numpy
 
 try:
@@ -25,12 +35,23 @@ except ImportError:  # the onnxruntime runner uses this processor where torch is
     torch = None
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+IMAGE_TOKEN = "<image>"
 
 # Qwen's ChatML; an image item becomes "<image>\n" in front of its text, as in LLaVA's conversations, and an
 # embedding item {"type": "embedding", "modality": "m1"} its placeholder ("token" if the item names one, else "<m1>").
+# An assistant's reply and its end-of-turn token are what the model learns to generate: `{% generation %}` marks them
+# for `return_assistant_tokens_mask`.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}{%- generation -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>' -}}"
+    "{%- endgeneration -%}{{- '\\n' -}}"
+    "{%- else -%}"
     "{%- if message['content'] is string -%}"
     "{{- message['content'] -}}"
     "{%- else -%}"
@@ -42,11 +63,16 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- endif -%}"
     "{{- '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
-_TOKENIZER_KWARGS = ("truncation", "max_length", "pad_to_multiple_of", "return_attention_mask", "add_special_tokens")
+
+class LlavaQwen3ProcessorKwargs(ProcessingKwargs, total=False):
+    """The processor's keyword arguments; batches are padded (on the tokenizer's side: left, for generation)."""
+
+    _defaults = {"text_kwargs": {"padding": True}}
 
 
 class LlavaQwen3Processor(ProcessorMixin):
@@ -58,24 +84,33 @@ class LlavaQwen3Processor(ProcessorMixin):
         tokenizer (`Qwen2Tokenizer`):
             The language model's tokenizer, holding `image_token` as a special token.
         chat_template (`str`, *optional*):
-            Jinja chat template; defaults to Qwen ChatML with image items.
+            Jinja chat template; defaults to Qwen ChatML with image and embedding items.
         image_token (`str`, *optional*, defaults to `"<image>"`):
             Placeholder for one image in the text.
         image_seq_length (`int`):
             Number of tokens each image occupies in the sequence (`config.image_seq_length`).
+        modality_tokens (`dict[str, str]`, *optional*):
+            The placeholder token of each embedding modality by name (`{"m1": "<m1>"}`), as in `config.modalities`.
     """
 
     attributes = ["image_processor", "tokenizer"]
+    valid_processor_kwargs = LlavaQwen3ProcessorKwargs
     if TRANSFORMERS_MAJOR < 5:  # 5.x reads the sub-processors from __init__'s signature and warns on these
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
+
+    # Bounds on image inputs, checked before an image is decoded or fetched (set them on an instance to change them).
+    max_image_pixels = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold
+    remote_images = True  # fetch http(s) image URLs at all; a server taking untrusted input turns this off
+    remote_image_timeout = 10.0  # seconds, for connecting and for each read
+    remote_image_max_bytes = 20_000_000
 
     def __init__(
         self,
         image_processor: Any = None,
         tokenizer: Any = None,
         chat_template: str | None = None,
-        image_token: str = "<image>",
+        image_token: str = IMAGE_TOKEN,
         image_seq_length: int | None = None,
         modality_tokens: dict[str, str] | None = None,
     ) -> None:
@@ -98,26 +133,36 @@ class LlavaQwen3Processor(ProcessorMixin):
         videos: Any = None,
         audio: Any = None,
         modality_embeds: dict[str, Any] | None = None,
-        padding: bool | str = True,
-        padding_side: str = "left",
-        return_tensors: str | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Tokenizes `text` with each placeholder expanded, turns `images` into `pixel_values` and passes the
         precomputed `modality_embeds` on in placeholder order.
 
-        `images` may be one image, a flat list over all prompts, or one list per prompt; an image is a PIL image,
-        a numpy array, a torch tensor or a file path. `modality_embeds` maps a modality name to its items in the same
-        forms; an item is one vector `(dim,)` (one token) or `(n, dim)` (n tokens). Batches are left-padded for
-        generation unless `padding_side` says otherwise.
+        `images` may be one image, a flat list over all prompts, or one list per prompt; an image is a PIL image, a
+        numpy array or torch tensor (`(H, W)`, `(H, W, C)` or `(C, H, W)`; uint8 or floats in [0, 255], where floats
+        that all lie in [0, 1] are read as already rescaled), a file path, or an http(s) or data URL.
+        `modality_embeds` maps a modality name to its items in the same nesting; an item is one vector `(dim,)` (one
+        token) or `(n, dim)` (n tokens). Other keyword arguments go to the tokenizer and the image processor as in
+        transformers' processors (flat, or as `text_kwargs=` / `images_kwargs=` / `common_kwargs=`). Batches are
+        padded on the tokenizer's side (left, for generation) unless `padding_side` says otherwise. With
+        `return_offsets_mapping=True` the offsets refer to the text as given: every token of an expanded placeholder
+        maps to the placeholder's span.
         """
         if videos is not None or audio is not None:
             raise ValueError("LLaVA-Qwen3 takes images, text and embeddings; videos and audio are not supported.")
-        if text is None:
-            raise ValueError("text is required: write one placeholder (such as <image>) in it where each input goes.")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not all(isinstance(item, str) for item in texts):
-            raise ValueError("text must be a string or a list of strings.")
+        texts = _checked_texts(text)
+        output_kwargs = self._merge_kwargs(
+            LlavaQwen3ProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs, images_kwargs = output_kwargs["text_kwargs"], output_kwargs["images_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None)
+        images_kwargs.pop("return_tensors", None)
+        return_mm_token_type_ids = text_kwargs.pop("return_mm_token_type_ids", None) or output_kwargs.get(
+            "return_mm_token_type_ids", False
+        )
+        # Offsets are given in the caller's text, so no replacement offsets are needed to map them back.
+        text_kwargs.pop("return_text_replacement_offsets", None)
+
         modality_embeds = dict(modality_embeds or {})
         unknown = set(modality_embeds) - set(self.modality_tokens)
         if unknown:
@@ -125,9 +170,7 @@ class LlavaQwen3Processor(ProcessorMixin):
             raise ValueError(f"modality {sorted(unknown)[0]!r} is unknown to this processor; it knows: {known}.")
 
         flat_images = self._assign(texts, images, self.image_token, batch_ndim=4, what="images")
-        expanded = [
-            _expand(item, self.image_token, [self.image_seq_length] * item.count(self.image_token)) for item in texts
-        ]
+        placeholders = {self.image_token: [self.image_seq_length] * len(flat_images)}
         expected_counts = {self.image_token_id: len(flat_images) * self.image_seq_length}
         flat_embeds = {}
         for name, token in self.modality_tokens.items():
@@ -135,22 +178,28 @@ class LlavaQwen3Processor(ProcessorMixin):
                 _as_embedding(name, item)
                 for item in self._assign(texts, modality_embeds.get(name), token, 3, f"{name} embeddings")
             ]
-            lengths = iter(item.shape[0] for item in items)
-            expanded = [_expand(item, token, [next(lengths) for _ in range(item.count(token))]) for item in expanded]
-            expected_counts[_token_id(self.tokenizer, token)] = sum(item.shape[0] for item in items)
+            placeholders[token] = [item.shape[0] for item in items]
+            expected_counts[_token_id(self.tokenizer, token)] = sum(placeholders[token])
             if items:
                 flat_embeds[name] = items
 
-        tokenizer_kwargs = {key: kwargs[key] for key in _TOKENIZER_KWARGS if key in kwargs}
-        text_inputs = self.tokenizer(
-            expanded, padding=padding, padding_side=padding_side, return_tensors=return_tensors, **tokenizer_kwargs
-        )
+        expansions = [_expand(item, placeholders) for item in texts]
+        text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
         self._check_truncation(text_inputs["input_ids"], expected_counts)
-
+        if "offset_mapping" in text_inputs:
+            text_inputs["offset_mapping"] = [
+                [spans.original(start, end) for start, end in offsets]
+                for offsets, (_, spans) in zip(text_inputs["offset_mapping"], expansions, strict=True)
+            ]
         data = dict(text_inputs)
+        if return_mm_token_type_ids:
+            data["mm_token_type_ids"] = [
+                [int(token == self.image_token_id) for token in _as_list(row)] for row in text_inputs["input_ids"]
+            ]
         if flat_images:
-            loaded = [_load(image) for image in flat_images]
-            data["pixel_values"] = self.image_processor(loaded, return_tensors=return_tensors)["pixel_values"]
+            loaded = [self._load_image(image, images_kwargs.get("do_rescale", True)) for image in flat_images]
+            pixels = self.image_processor(loaded, return_tensors=return_tensors, **images_kwargs)["pixel_values"]
+            data["pixel_values"] = pixels
         batch = BatchFeature(data=data, tensor_type=return_tensors)
         if flat_embeds:
             batch["modality_embeds"] = flat_embeds  # after tensor conversion: a dict of lists stays as it is
@@ -160,6 +209,8 @@ class LlavaQwen3Processor(ProcessorMixin):
         """Model inputs for records `{"text": ..., "images": [...], "multimodal_data": {"multimodal_embeddings":
         {"m1": [...], ...}}}` (images and multimodal_data optional); one record or a list."""
         records = [records] if isinstance(records, dict) else list(records)
+        if not records:
+            raise ValueError("records is empty; pass a record or a non-empty list of records.")
         for index, record in enumerate(records):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f"record {index} must be a dict with a 'text' string.")
@@ -171,6 +222,15 @@ class LlavaQwen3Processor(ProcessorMixin):
             modality_embeds={name: [list(_record_embeddings(r).get(name, [])) for r in records] for name in names},
             **kwargs,
         )
+
+    def _get_num_multimodal_tokens(self, image_sizes: list[list[int]] | None = None, **kwargs: Any) -> MultiModalData:
+        """How many placeholder tokens each image of the given `(height, width)` sizes takes: always
+        `image_seq_length`, since every image is resized to the tower's input (serving code asks this)."""
+        data = {}
+        if image_sizes is not None:
+            data["num_image_tokens"] = [self.image_seq_length] * len(image_sizes)
+            data["num_image_patches"] = [1] * len(image_sizes)
+        return MultiModalData(**data)
 
     def _assign(self, texts: list[str], items: Any, token: str, batch_ndim: int, what: str) -> list[Any]:
         """The items of one kind in placeholder order, checked against the placeholder counts of the text."""
@@ -192,7 +252,7 @@ class LlavaQwen3Processor(ProcessorMixin):
         return flat
 
     def _check_truncation(self, input_ids: Any, expected_counts: dict[int, int]) -> None:
-        rows = input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids
+        rows = [_as_list(row) for row in input_ids]
         for token_id, expected in expected_counts.items():
             found = sum(row.count(token_id) for row in rows)
             if found != expected:
@@ -201,6 +261,73 @@ class LlavaQwen3Processor(ProcessorMixin):
                     f"tokens, expected {expected}: truncation cut into a placeholder. Raise max_length or turn "
                     "truncation off."
                 )
+
+    def _load_image(self, image: Any, rescaling: bool) -> Any:
+        """An image ready for the image processor: files and URLs opened (size checked before decoding), 16-bit
+        pictures brought to 8 bits, arrays checked and, when floats already in [0, 1] meet a rescaling processor,
+        brought to [0, 255]."""
+        if isinstance(image, os.PathLike):
+            image = os.fspath(image)
+        if isinstance(image, str):
+            return self._open_image(image)
+        if isinstance(image, Image.Image):
+            return _eight_bit(image)
+        if isinstance(image, np.ndarray) or (torch is not None and isinstance(image, torch.Tensor)):
+            return _checked_array(image, rescaling)
+        raise TypeError(
+            f"an image must be a PIL image, a numpy array, a torch tensor, a file path or a URL; got "
+            f"{type(image).__name__}."
+        )
+
+    def _open_image(self, source: str) -> Image.Image:
+        if source.startswith(("http://", "https://")):
+            if not self.remote_images:
+                raise ValueError(f"image URL {source!r} refused: this processor does not fetch remote images.")
+            data, name = self._fetch(source), source
+        elif source.startswith("data:"):
+            header, _, payload = source.partition(",")
+            if not header.startswith("data:image/") or not header.endswith(";base64"):
+                raise ValueError("an image data URL must look like 'data:image/<type>;base64,<data>'.")
+            try:
+                data, name = base64.b64decode(payload, validate=True), "the image data URL"
+            except ValueError as error:
+                raise ValueError(f"the image data URL holds invalid base64: {error}") from error
+        elif os.path.isfile(source):
+            data, name = source, f"image file {source!r}"
+        else:
+            raise ValueError(f"Image file {source!r} does not exist.")
+        return self._decode(io.BytesIO(data) if isinstance(data, bytes) else data, name)
+
+    def _decode(self, source: Any, name: str) -> Image.Image:
+        """Opens an encoded image, refusing it before decoding when it declares too many pixels."""
+        try:
+            image = Image.open(source)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{name} is not a readable image: {error}") from error
+        width, height = image.size
+        if width * height > self.max_image_pixels:
+            raise ValueError(
+                f"{name} declares {width}x{height} pixels, more than the {self.max_image_pixels:,} this processor "
+                "accepts (max_image_pixels)."
+            )
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{name} cannot be decoded (truncated or corrupt?): {error}") from error
+        return _eight_bit(ImageOps.exif_transpose(image))
+
+    def _fetch(self, url: str) -> bytes:
+        """The bytes at an http(s) URL, within `remote_image_timeout` and `remote_image_max_bytes`, following
+        redirects only on the same host."""
+        opener = urllib.request.build_opener(_SameHostRedirects(urllib.parse.urlsplit(url).hostname))
+        try:
+            with opener.open(url, timeout=self.remote_image_timeout) as response:
+                data = response.read(self.remote_image_max_bytes + 1)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"image URL {url!r} could not be fetched: {error}") from error
+        if len(data) > self.remote_image_max_bytes:
+            raise ValueError(f"image URL {url!r} holds more than {self.remote_image_max_bytes:,} bytes.")
+        return data
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
         """Saves like any processor, with the tokenizer config in the form both transformers lines read."""
@@ -221,13 +348,49 @@ class LlavaQwen3Processor(ProcessorMixin):
     def model_input_names(self) -> list[str]:
         return list(self.tokenizer.model_input_names) + ["pixel_values"]
 
-    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
-        """Forwards to the tokenizer's `batch_decode`."""
-        return self.tokenizer.batch_decode(*args, **kwargs)
 
-    def decode(self, *args: Any, **kwargs: Any) -> str:
-        """Forwards to the tokenizer's `decode`."""
-        return self.tokenizer.decode(*args, **kwargs)
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the host the request started on (no detours to other, maybe internal, hosts)."""
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+
+    def redirect_request(self, request, fp, code, message, headers, new_url):  # noqa: ANN001, ANN201
+        if urllib.parse.urlsplit(new_url).hostname != self.host:
+            raise ValueError(f"redirect to another host ({new_url}) refused")
+        return super().redirect_request(request, fp, code, message, headers, new_url)
+
+
+class _Spans:
+    """Maps character spans of an expanded text back to the text as given."""
+
+    def __init__(self) -> None:
+        self.expanded_ends: list[int] = []  # end of each expansion in the expanded text
+        self.regions: list[tuple[int, int, int, int]] = []  # (expanded start, expanded end, original start, end)
+
+    def add(self, expanded_start: int, expanded_end: int, original_start: int, original_end: int) -> None:
+        self.expanded_ends.append(expanded_end)
+        self.regions.append((expanded_start, expanded_end, original_start, original_end))
+
+    def original(self, start: int, end: int) -> tuple[int, int]:
+        if start == end:  # padding and added special tokens have no span
+            return start, end
+        index = bisect.bisect_right(self.expanded_ends, start)
+        if index < len(self.regions) and self.regions[index][0] <= start:
+            return self.regions[index][2], self.regions[index][3]
+        shift = 0 if index == 0 else self.regions[index - 1][1] - self.regions[index - 1][3]
+        return start - shift, end - shift
+
+
+def _checked_texts(text: Any) -> list[str]:
+    if text is None:
+        raise ValueError("text is required: write one placeholder (such as <image>) in it where each input goes.")
+    texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+    if texts is None or not all(isinstance(item, str) for item in texts):
+        raise ValueError(f"text must be a string or a list of strings, got {type(text).__name__}.")
+    if not texts:
+        raise ValueError("text is an empty list; pass at least one prompt.")
+    return texts
 
 
 def _token_id(tokenizer: Any, token: str) -> int:
@@ -237,10 +400,70 @@ def _token_id(tokenizer: Any, token: str) -> int:
     return token_id
 
 
-def _expand(text: str, token: str, lengths: list[int]) -> str:
-    """Repeats the i-th `token` of `text` lengths[i] times."""
-    pieces = text.split(token)
-    return pieces[0] + "".join(token * length + piece for length, piece in zip(lengths, pieces[1:], strict=True))
+def _expand(text: str, lengths: dict[str, list[int]]) -> tuple[str, _Spans]:
+    """`text` with its i-th placeholder of each kind repeated lengths[token][i] times, and the map back."""
+    counters = dict.fromkeys(lengths, 0)
+    pieces, spans, position, expanded_length = [], _Spans(), 0, 0
+    while True:
+        found = [(text.find(token, position), token) for token in lengths if text.find(token, position) >= 0]
+        if not found:
+            break
+        start, token = min(found)
+        pieces.append(text[position:start])
+        expanded_length += start - position
+        repeated = token * lengths[token][counters[token]]
+        counters[token] += 1
+        spans.add(expanded_length, expanded_length + len(repeated), start, start + len(token))
+        pieces.append(repeated)
+        expanded_length += len(repeated)
+        position = start + len(token)
+    pieces.append(text[position:])
+    return "".join(pieces), spans
+
+
+def _as_list(row: Any) -> list[int]:
+    return row.tolist() if hasattr(row, "tolist") else list(row)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit integer pictures (16-bit PNGs open as mode I;16 or I) scaled to 8 bits instead of clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return Image.fromarray(np.round(values * 255.0 / peak).clip(0, 255).astype(np.uint8)).convert("RGB")
+    return image
+
+
+def _checked_array(image: Any, rescaling: bool) -> np.ndarray:
+    """A numpy/tensor image as an array the image processor reads the same way as the uint8 picture."""
+    array = to_numpy(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    channel_axes = [axis for axis in (0, 2) if array.ndim == 3 and array.shape[axis] in (1, 3, 4)]
+    if array.ndim != 3 or not channel_axes:
+        raise ValueError(
+            f"an image array has shape {array.shape}; expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4."
+        )
+    if array.shape[channel_axes[-1]] == 1:
+        array = np.repeat(array, 3, axis=channel_axes[-1])
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"an image array has dtype {array.dtype}; expected uint8 or floats.")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("an image array holds NaN or infinite values.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"an image array holds values in [{low:g}, {high:g}]; expected [0, 1] or [0, 255] (normalise with "
+                "the processor, not before it)."
+            )
+        if rescaling and high <= 1.0:  # already rescaled (a ToTensor output): bring it to the 0-255 scale
+            array = array.astype(np.float32) * 255.0
+    elif array.min() < 0 or array.max() > 255:
+        raise ValueError(f"an image array holds integers outside [0, 255] ({array.min()} to {array.max()}).")
+    else:
+        array = array.astype(np.uint8)
+    return array
 
 
 def _is_batch_array(value: Any, batch_ndim: int) -> bool:
@@ -270,6 +493,8 @@ def _as_embedding(name: str, item: Any) -> Any:
     tensor = to_numpy(item) if torch is None else torch.as_tensor(item)
     if tensor.ndim not in (1, 2):
         raise ValueError(f"a {name!r} embedding has shape {tuple(tensor.shape)}; expected (dim,) or (n, dim).")
+    if not np.isfinite(to_numpy(tensor)).all():
+        raise ValueError(f"a {name!r} embedding holds NaN or infinite values.")
     return tensor[None] if tensor.ndim == 1 else tensor
 
 
@@ -277,11 +502,4 @@ def _record_embeddings(record: dict) -> dict[str, Any]:
     return (record.get("multimodal_data") or {}).get("multimodal_embeddings") or {}
 
 
-def _load(image: Any) -> Any:
-    if isinstance(image, os.PathLike):
-        image = os.fspath(image)
-    if isinstance(image, str):
-        if not image.startswith(("http://", "https://")) and not os.path.isfile(image):
-            raise ValueError(f"Image file {image!r} does not exist.")
-        return load_image(image)
-    return image
+__all__ = ["CHAT_TEMPLATE", "IMAGE_TOKEN", "LlavaQwen3Processor", "LlavaQwen3ProcessorKwargs"]
