@@ -338,7 +338,8 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         modality_embeds = modality_embeds or {}
-        if input_ids is not None and _is_prefill(past_key_values):
+        # Checked eagerly only: a compiled decoding step (new tokens, never placeholders) must not branch on data.
+        if input_ids is not None and not torch.compiler.is_compiling() and _is_prefill(past_key_values):
             self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
 
         image_features = None
@@ -447,6 +448,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             modality_embeds=modality_embeds,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state

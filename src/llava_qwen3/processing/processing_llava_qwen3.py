@@ -20,6 +20,7 @@ import json
 import os
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -183,7 +184,8 @@ class LlavaQwen3Processor(ProcessorMixin):
             if items:
                 flat_embeds[name] = items
 
-        expansions = [_expand(item, placeholders) for item in texts]
+        lengths = {token: iter(counts) for token, counts in placeholders.items()}  # consumed in order over the batch
+        expansions = [_expand(item, lengths) for item in texts]
         text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
         self._check_truncation(text_inputs["input_ids"], expected_counts)
         if "offset_mapping" in text_inputs:
@@ -400,9 +402,8 @@ def _token_id(tokenizer: Any, token: str) -> int:
     return token_id
 
 
-def _expand(text: str, lengths: dict[str, list[int]]) -> tuple[str, _Spans]:
-    """`text` with its i-th placeholder of each kind repeated lengths[token][i] times, and the map back."""
-    counters = dict.fromkeys(lengths, 0)
+def _expand(text: str, lengths: dict[str, Iterator[int]]) -> tuple[str, _Spans]:
+    """`text` with each placeholder repeated as often as the next length of its kind says, and the map back."""
     pieces, spans, position, expanded_length = [], _Spans(), 0, 0
     while True:
         found = [(text.find(token, position), token) for token in lengths if text.find(token, position) >= 0]
@@ -411,8 +412,7 @@ def _expand(text: str, lengths: dict[str, list[int]]) -> tuple[str, _Spans]:
         start, token = min(found)
         pieces.append(text[position:start])
         expanded_length += start - position
-        repeated = token * lengths[token][counters[token]]
-        counters[token] += 1
+        repeated = token * next(lengths[token])
         spans.add(expanded_length, expanded_length + len(repeated), start, start + len(token))
         pieces.append(repeated)
         expanded_length += len(repeated)

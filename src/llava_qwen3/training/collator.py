@@ -6,15 +6,18 @@ optional), with messages in the chat template's form; `from_llava_record` turns 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 from transformers import BatchFeature
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..inference.records import record_embeddings
 from ..processing import LlavaQwen3Processor
 
 IGNORE_INDEX = -100
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")  # as transformers looks for it
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -32,19 +35,30 @@ def from_llava_record(record: dict[str, Any], images: list[Any] | None = None) -
 
 
 class ChatCollator:
-    """Renders each example with the chat template, runs the processor (right padding), and masks every label
-    except the assistant replies and their end-of-turn token."""
+    """Renders each example with the chat template, runs the processor (right padding), and labels only what the
+    template marks as the assistant's (`{% generation %}`: the replies and their end-of-turn token).
+
+    A batch in which no token is labelled (truncation cut every reply) raises a ValueError instead of training on
+    nothing; records that cannot be labelled are caught when the dataset is loaded (`RecordDataset`).
+    """
 
     def __init__(self, processor: LlavaQwen3Processor, max_length: int | None = None) -> None:
+        template = processor.chat_template
+        if not isinstance(template, str) or not GENERATION_MARKER.search(template):
+            raise ValueError(
+                "the processor's chat template does not mark the assistant's replies with {% generation %} ... "
+                "{% endgeneration %}, so the training labels cannot be found. Use the package's CHAT_TEMPLATE or add "
+                "the markers around the assistant content of your template (docs/training.md)."
+            )
         self.processor = processor
         self.max_length = max_length
-        tokenizer = processor.tokenizer
-        self.turn_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
-        self.turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.assistant_header = tokenizer("assistant\n", add_special_tokens=False)["input_ids"]
 
     def __call__(self, examples: list[dict[str, Any]]) -> BatchFeature:
-        texts = [self.processor.apply_chat_template(example["messages"]) for example in examples]
+        texts, replies = render_jinja_template(
+            [example["messages"] for example in examples],
+            chat_template=self.processor.chat_template,
+            return_assistant_tokens_mask=True,
+        )
         images = [list(example.get("images") or []) for example in examples]
         names = {name for example in examples for name in example.get("modality_embeds") or {}}
         embeds = {name: [list((e.get("modality_embeds") or {}).get(name, [])) for e in examples] for name in names}
@@ -55,23 +69,27 @@ class ChatCollator:
             padding_side="right",
             truncation=self.max_length is not None,
             max_length=self.max_length,
+            return_offsets_mapping=True,
             return_tensors="pt",
         )
-        batch["labels"] = self.assistant_labels(batch["input_ids"], batch["attention_mask"])
+        labels = assistant_labels(batch["input_ids"], batch.pop("offset_mapping"), replies)
+        if not (labels != IGNORE_INDEX).any():
+            raise ValueError(
+                f"no token of this batch is an assistant reply (max_length={self.max_length} cut every reply?); "
+                "raise max_length or drop such records."
+            )
+        batch["labels"] = labels
         return batch
 
-    def assistant_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Labels equal to `input_ids` inside assistant replies (through `<|im_end|>`), -100 elsewhere."""
-        labels = torch.full_like(input_ids, IGNORE_INDEX)
-        header = [self.turn_start, *self.assistant_header]
-        for row, ids in enumerate(input_ids.tolist()):
-            position = 0
-            while position < len(ids):
-                if ids[position : position + len(header)] == header:
-                    start = position + len(header)
-                    end = ids.index(self.turn_end, start) if self.turn_end in ids[start:] else len(ids) - 1
-                    labels[row, start : end + 1] = input_ids[row, start : end + 1]
-                    position = end + 1
-                else:
-                    position += 1
-        return labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+
+def assistant_labels(
+    input_ids: torch.Tensor, offsets: torch.Tensor, replies: list[list[tuple[int, int]]]
+) -> torch.Tensor:
+    """Labels equal to `input_ids` where a token overlaps a reply's character span, -100 elsewhere (padding has an
+    empty span and never overlaps)."""
+    starts, ends = offsets[..., 0], offsets[..., 1]
+    in_reply = torch.zeros_like(input_ids, dtype=torch.bool)
+    for row, spans in enumerate(replies):
+        for start, end in spans:
+            in_reply[row] |= (starts[row] < end) & (ends[row] > start)
+    return input_ids.masked_fill(~in_reply, IGNORE_INDEX)
