@@ -113,6 +113,10 @@ def test_bad_inputs_raise_clear_errors(tiny_clip, tmp_path):
     with pytest.raises(ValueError, match="text is required"):
         processor(images=[draw_image(1)])
     with pytest.raises(ValueError, match="image_seq_length must be a positive int"):
-        LlavaQwen3Processor(processor.image_processor, processor.tokenizer)
+        LlavaQwen3Processor(processor.image_processor, processor.tokenizer, image_seq_length=0)
+    text_only = LlavaQwen3Processor(processor.image_processor, processor.tokenizer)
+    assert text_only(text="hello")["input_ids"]
+    with pytest.raises(ValueError, match="has no image_seq_length"):
+        text_only(images=[draw_image(1)], text="<image>")
     with pytest.raises(ValueError, match="has no '<img>' token"):
         LlavaQwen3Processor(processor.image_processor, processor.tokenizer, image_token="<img>", image_seq_length=4)

@@ -397,6 +397,19 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
+    # The parts, reachable from the head as on transformers 4.x's built-in Llava (code written for it reads them).
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self.model.vision_tower
+
+    @property
+    def multi_modal_projector(self) -> nn.Module:
+        return self.model.multi_modal_projector
+
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 

@@ -11,8 +11,6 @@ Remote-code file: it is copied next to the weights and imports only transformers
 the onnxruntime runner uses this processor without it).
 """
 
-from __future__ import annotations
-
 import base64
 import bisect
 import io
@@ -27,7 +25,7 @@ import numpy as np
 import transformers
 from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin
-from transformers.processing_utils import MultiModalData, ProcessingKwargs
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, Unpack
 from transformers.utils import to_numpy
 
 try:
@@ -89,7 +87,8 @@ class LlavaQwen3Processor(ProcessorMixin):
         image_token (`str`, *optional*, defaults to `"<image>"`):
             Placeholder for one image in the text.
         image_seq_length (`int`):
-            Number of tokens each image occupies in the sequence (`config.image_seq_length`).
+            Number of tokens each image occupies in the sequence (`config.image_seq_length`); needed to process
+            images (a processor without it handles text only).
         modality_tokens (`dict[str, str]`, *optional*):
             The placeholder token of each embedding modality by name (`{"m1": "<m1>"}`), as in `config.modalities`.
     """
@@ -115,7 +114,7 @@ class LlavaQwen3Processor(ProcessorMixin):
         image_seq_length: int | None = None,
         modality_tokens: dict[str, str] | None = None,
     ) -> None:
-        if not isinstance(image_seq_length, int) or image_seq_length < 1:
+        if image_seq_length is not None and (not isinstance(image_seq_length, int) or image_seq_length < 1):
             raise ValueError(
                 f"image_seq_length must be a positive int (config.image_seq_length), got {image_seq_length!r}."
             )
@@ -134,7 +133,7 @@ class LlavaQwen3Processor(ProcessorMixin):
         videos: Any = None,
         audio: Any = None,
         modality_embeds: dict[str, Any] | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[LlavaQwen3ProcessorKwargs],
     ) -> BatchFeature:
         """Tokenizes `text` with each placeholder expanded, turns `images` into `pixel_values` and passes the
         precomputed `modality_embeds` on in placeholder order.
@@ -171,6 +170,10 @@ class LlavaQwen3Processor(ProcessorMixin):
             raise ValueError(f"modality {sorted(unknown)[0]!r} is unknown to this processor; it knows: {known}.")
 
         flat_images = self._assign(texts, images, self.image_token, batch_ndim=4, what="images")
+        if flat_images and self.image_seq_length is None:
+            raise ValueError(
+                "this processor has no image_seq_length (config.image_seq_length), so it cannot place images."
+            )
         placeholders = {self.image_token: [self.image_seq_length] * len(flat_images)}
         expected_counts = {self.image_token_id: len(flat_images) * self.image_seq_length}
         flat_embeds = {}
@@ -332,8 +335,12 @@ class LlavaQwen3Processor(ProcessorMixin):
         return data
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
-        """Saves like any processor, with the tokenizer config in the form both transformers lines read."""
+        """Saves like any processor, with the tokenizer config in the form both transformers lines read; saving
+        leaves the processor as it was (transformers' remote-code saving sets an `auto_map` attribute on it)."""
+        had_auto_map = "auto_map" in self.__dict__
         saved = super().save_pretrained(save_directory, **kwargs)
+        if not had_auto_map:
+            self.__dict__.pop("auto_map", None)
         # transformers 5 writes the extra special tokens as a list under `extra_special_tokens`, which 4.x cannot
         # parse (it expects a dict there); `additional_special_tokens` means the same to both lines.
         path = os.path.join(save_directory, "tokenizer_config.json")
