@@ -23,11 +23,12 @@ from PIL import Image, ImageDraw
 from transformers import AutoConfig
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
-from llava_qwen3.conversion.build import IMAGE_TOKEN, finish_generation_config
+from llava_qwen3.conversion.build import finish_generation_config
 from llava_qwen3.conversion.export_onnx import export_onnx
 from llava_qwen3.conversion.tiny import image_processor_for, train_tokenizer
 from llava_qwen3.inference.onnx_layout import external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
+from llava_qwen3.processing import IMAGE_TOKEN
 
 QWEN3_0_6B = {
     "model_type": "qwen3",

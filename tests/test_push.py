@@ -39,6 +39,10 @@ def checkpoint_with_leftovers(tiny_clip, tmp_path):
     (folder / "runs").mkdir()
     (folder / "runs" / "events.out").write_text("log")
     (folder / "train_results.json").write_text(json.dumps({"train_loss": 0.1234567, "epoch": 1.0}))
+    (folder / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": "/home/me/runs/x"}))
+    (folder / "training_config.json").write_text(json.dumps({"data": "/home/me/private/train.json"}))
+    (folder / "api_keys.json").write_text(json.dumps({"openai": "sk-secret"}))
+    (folder / "notes.py").write_text("# a stray script")
     return folder, sorted(saved + ["train_results.json"])
 
 
@@ -47,8 +51,10 @@ def test_dry_run_lists_the_checkpoint_files_and_the_card(checkpoint_with_leftove
     result = _push([str(folder), "org/tiny", "--dry-run", "--base-model", "Qwen/Qwen3-0.6B"])
     assert result.returncode == 0, result.stderr
     listing, card = result.stdout.split("----- README.md -----")
+    assert listing.startswith("would upload to org/tiny (private if new):")
     listed = [line.split()[1] for line in listing.splitlines()[1:] if line.strip()]
     assert listed == expected + ["README.md"]
+    assert "config.json  (config)" in listing and "modeling_llava_qwen3.py  (remote code)" in listing
     front_matter = yaml.safe_load(card.strip().split("---\n")[1])
     assert front_matter["base_model"] == ["Qwen/Qwen3-0.6B"] and front_matter["pipeline_tag"] == "image-text-to-text"
     assert "## Training" in card and "| train_loss | 0.1235 |" in card
@@ -58,14 +64,16 @@ def test_dry_run_lists_the_checkpoint_files_and_the_card(checkpoint_with_leftove
 def test_push_makes_the_calls_and_the_pushed_files_load_from_the_hub_cache(checkpoint_with_leftovers, tmp_path):
     folder, expected = checkpoint_with_leftovers
     with FakeHub(token=TOKEN) as hub:
-        result = _push([str(folder), "org/tiny", "--private", "--revision", "dev"], endpoint=hub.url)
+        result = _push([str(folder), "org/tiny", "--revision", "dev"], endpoint=hub.url)
+        public = _push([str(folder), "org/open", "--public"], endpoint=hub.url)
     assert result.returncode == 0, result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert not any(TOKEN.encode() in path.read_bytes() for path in folder.rglob("*") if path.is_file())
 
-    assert hub.is_private("org/tiny")
+    assert hub.is_private("org/tiny"), "a new repository is private unless --public is given"
+    assert public.returncode == 0 and not hub.is_private("org/open")
     assert ("org/tiny", "dev") in hub.branches
-    assert len(hub.commits) == 1 and hub.commits[0]["revision"] == "dev"
+    assert len(hub.commits) == 2 and hub.commits[0]["revision"] == "dev"
     uploaded = hub.files[("org/tiny", "dev")]
     assert sorted(uploaded) == sorted(expected + ["README.md"])
     for name in expected:
@@ -119,3 +127,15 @@ def test_bad_input_is_refused_before_any_call(tmp_path, tiny_clip):
         result = _push([str(partial), "org/x"], endpoint=hub.url)
     assert result.returncode == 2 and "lacks the remote-code files modeling_llava_qwen3.py" in result.stderr
     assert hub.requests == []
+
+
+def test_an_unreachable_hub_or_a_refused_token_is_one_line_without_the_token(tiny_clip):
+    unreachable = _push([str(tiny_clip[0]), "org/x"])  # a closed loopback port
+    with FakeHub(token="another-token") as hub:
+        refused = _push([str(tiny_clip[0]), "org/x"], endpoint=hub.url)
+    for result in (unreachable, refused):
+        assert result.returncode == 2
+        assert result.stderr.startswith("llava-qwen3-push: error: ") and "Traceback" not in result.stderr
+        assert TOKEN not in result.stdout + result.stderr
+    assert "Connection refused" in unreachable.stderr
+    assert "401" in refused.stderr

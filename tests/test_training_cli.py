@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from helpers import run_fresh_python
 
 from llava_qwen3.training.cli import load_model, main
@@ -54,12 +55,14 @@ def test_config_layers_presets_files_and_overrides(tmp_path):
         load_config(overrides=["stage=stage3"])
 
 
-def test_quantised_loading_without_a_gpu_says_so_and_loads_unquantised(tiny_clip, caplog):
+def test_quantised_loading_without_a_gpu_says_so_and_loads_unquantised(tiny_clip, caplog, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the same on a machine that has a GPU
     config = load_config("small_scale", overrides=[f"model={tiny_clip[0]}"])
     with caplog.at_level(logging.WARNING):
         model = load_model(config)
     assert "load_in=4bit needs bitsandbytes and a CUDA GPU" in caplog.text
-    assert model.dtype.is_floating_point
+    assert getattr(model, "hf_quantizer", None) is None and model.dtype == torch.float32
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
 
 
 def test_debug_run_writes_a_loadable_checkpoint_and_resume_continues_the_same_curve(tiny_clip, shapes_data, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -19,9 +20,28 @@ from transformers import pipeline
 DEMO_CHECKPOINT = Path("demo-checkpoint")
 
 
+def ensure_demo_checkpoint(folder: Path) -> None:
+    """Trains the demo model into `folder` unless a complete checkpoint is there; an incomplete one (a save that an
+    older version was interrupted in) is removed and trained again."""
+    from .conversion.writing import missing_checkpoint_files
+
+    if folder.is_dir():
+        missing = missing_checkpoint_files(folder)
+        if not missing:
+            return
+        print(f"./{folder} is incomplete (no {', '.join(missing)}): training it again")
+        shutil.rmtree(folder)
+    from .training.shapes_recipe import train_on_shapes
+
+    print(f"training the demo model into ./{folder} (tiny, from scratch, on synthetic shapes)...")
+    train_on_shapes(output=folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Runs the demo from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llava-qwen3-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", help="checkpoint folder or Hub repo id; default: ./demo-checkpoint")
     parser.add_argument("--image", type=Path, help="image file; default: a freshly drawn picture of shapes")
     parser.add_argument("--question", action="append", help="question to ask (repeatable)")
@@ -36,11 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = args.checkpoint
     if checkpoint is None:
         checkpoint = str(DEMO_CHECKPOINT)
-        if not (DEMO_CHECKPOINT / "config.json").is_file():
-            from .training.shapes_recipe import train_on_shapes
-
-            print(f"training the demo model into ./{DEMO_CHECKPOINT} (tiny, from scratch, on synthetic shapes)...")
-            train_on_shapes(output=DEMO_CHECKPOINT)
+        ensure_demo_checkpoint(DEMO_CHECKPOINT)
 
     if args.image is not None:
         image, truth = Image.open(args.image).convert("RGB"), {}

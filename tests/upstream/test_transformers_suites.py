@@ -19,7 +19,7 @@ from transformers_upstream_tests.test_processing_common import ProcessorTesterMi
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Model, LlavaQwen3Processor
 from llava_qwen3.conversion.tiny import image_processor_for, train_tokenizer
-from llava_qwen3.processing.processing_llava_qwen3 import IMAGE_TOKEN
+from llava_qwen3.processing import IMAGE_TOKEN
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 MISSING_FROM_SDIST = "needs a module transformers' source distribution does not ship ({}); not run here"

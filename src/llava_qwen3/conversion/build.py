@@ -27,11 +27,20 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from ..commands import exit_on_error
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
-from ..processing import LlavaQwen3Processor
-from .writing import DTYPES, cast, check_dtype, check_output_folder, print_folder, write_checkpoint
+from ..modeling.configuration_llava_qwen3 import PROJECTOR_TYPES, VISION_FEATURE_SELECT_STRATEGIES
+from ..processing import IMAGE_TOKEN, LlavaQwen3Processor
+from .writing import (
+    DEFAULT_MAX_SHARD_SIZE,
+    DTYPES,
+    cast,
+    check_dtype,
+    check_output_folder,
+    print_folder,
+    write_checkpoint,
+)
 
-IMAGE_TOKEN = "<image>"
 QWEN_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 TOWER_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel}
 TOWER_CLASSES |= {"siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
@@ -57,12 +66,18 @@ def read_projector(path: Path) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def load_source_config(source: str, role: str) -> object:
-    """The config of an input checkpoint, or a ValueError naming the `--role` option that points nowhere."""
+def load_source_config(source: str, option: str, expected_model_type: str | None = None) -> object:
+    """The config of an input checkpoint, or a ValueError naming the command-line `option` that points nowhere (or
+    at a model of another type than `expected_model_type`)."""
     try:
-        return AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
-        raise ValueError(f"--{role} {source!r} is not a checkpoint folder or reachable repo: {error}") from error
+        raise ValueError(f"{option} {source!r} is not a checkpoint folder or reachable repo: {error}") from error
+    if expected_model_type is not None and config.model_type != expected_model_type:
+        raise ValueError(
+            f"{option} {source!r} is a {config.model_type!r} model; expected a {expected_model_type!r} checkpoint."
+        )
+    return config
 
 
 def add_placeholder_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, token: str) -> int:
@@ -116,14 +131,14 @@ def build_checkpoint(
     vision_feature_layer: int | list[int] = -2,
     vision_feature_select_strategy: str = "default",
     dtype: str = "float32",
-    max_shard_size: str = "5GB",
+    max_shard_size: str = DEFAULT_MAX_SHARD_SIZE,
 ) -> Path:
     """Builds the checkpoint in `output` and returns its path; see the module docstring."""
     output = Path(output)
     check_output_folder(output)
     torch_dtype = check_dtype(dtype)
-    vision_config = load_source_config(vision, "vision")
-    text_config = load_source_config(text, "text")
+    vision_config = load_source_config(vision, "--vision")
+    text_config = load_source_config(text, "--text")
     if vision_config.model_type not in TOWER_CLASSES:
         raise ValueError(f"--vision {vision!r} is a {vision_config.model_type!r} model; expected CLIP or SigLIP.")
     if text_config.model_type != "qwen3":
@@ -166,19 +181,25 @@ def build_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of build_checkpoint."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llava-qwen3-build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vision", required=True, help="CLIP/SigLIP checkpoint (vision-only or full), folder or id")
     parser.add_argument("--text", required=True, help="Qwen3 causal LM checkpoint, folder or id")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--projector", type=Path, help="projector weights: safetensors or LLaVA mm_projector.bin")
-    parser.add_argument("--projector-type", default="mlp2x_gelu", choices=["mlp2x_gelu", "mlp_relu_ln"])
+    parser.add_argument("--projector-type", default=PROJECTOR_TYPES[0], choices=PROJECTOR_TYPES)
     parser.add_argument("--vision-feature-layer", type=int, nargs="+", default=[-2])
-    parser.add_argument("--vision-feature-select-strategy", default="default", choices=["default", "full"])
+    parser.add_argument(
+        "--vision-feature-select-strategy",
+        default=VISION_FEATURE_SELECT_STRATEGIES[0],
+        choices=VISION_FEATURE_SELECT_STRATEGIES,
+    )
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--max-shard-size", default="5GB")
+    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE)
     args = parser.parse_args(argv)
     layers = args.vision_feature_layer
-    try:
+    with exit_on_error(parser):
         folder = build_checkpoint(
             args.vision,
             args.text,
@@ -190,8 +211,6 @@ def main(argv: list[str] | None = None) -> None:
             dtype=args.dtype,
             max_shard_size=args.max_shard_size,
         )
-    except ValueError as error:
-        parser.exit(2, f"llava-qwen3-build: error: {error}\n")
     print_folder(folder)
 
 

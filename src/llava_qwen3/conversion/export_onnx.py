@@ -18,9 +18,11 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ..commands import exit_on_error
 from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external_data_path, graph_path, save_graph
 from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
+from .build import load_source_config
 from .quantize_onnx import QUANTIZATIONS, quantize_export
 from .writing import check_output_folder, print_folder, staged_folder
 
@@ -179,6 +181,8 @@ def export_onnx(
             raise ValueError("pass the processor with a loaded model.")
         model = checkpoint
     else:
+        # Checked first: from_pretrained would build the default-sized model of any other config.
+        load_source_config(str(checkpoint), "checkpoint", expected_model_type="llava_qwen3")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
         processor = LlavaQwen3Processor.from_pretrained(checkpoint)
     model = model.float().eval()
@@ -192,14 +196,15 @@ def export_onnx(
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: export a checkpoint to ONNX (fp32 plus quantised variants) for onnxruntime and transformers.js."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="llava-qwen3-export-onnx", description=__doc__)
     parser.add_argument("checkpoint", help="checkpoint folder or repo id")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument(
         "--quantize",
         nargs="*",
         default=["quantized"],
-        help=f"variants to add beside fp32, any of {', '.join(QUANTIZATIONS)} (default: quantized); none for fp32 only",
+        help=f"variants to add beside fp32, any of {', '.join(QUANTIZATIONS)} (default: quantized); `none` for fp32 "
+        "only",
     )
     parser.add_argument(
         "--external-data",
@@ -209,10 +214,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     external_data = {"auto": None, "always": True, "never": False}[args.external_data]
-    try:
-        export_onnx(args.checkpoint, args.output, quantize=tuple(args.quantize), external_data=external_data)
-    except ValueError as error:
-        parser.exit(2, f"llava-qwen3-export-onnx: error: {error}\n")
+    if "none" in args.quantize and len(args.quantize) > 1:
+        parser.error("--quantize none means fp32 only; it cannot be combined with variants.")
+    quantize = tuple(name for name in args.quantize if name != "none")
+    with exit_on_error(parser):
+        export_onnx(args.checkpoint, args.output, quantize=quantize, external_data=external_data)
     print_folder(args.output)
     print_folder(args.output / "onnx")
 

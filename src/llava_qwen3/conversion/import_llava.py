@@ -14,10 +14,19 @@ from pathlib import Path
 
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from ..commands import exit_on_error
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .build import finish_generation_config, load_source_config
-from .writing import DTYPES, cast, check_dtype, check_output_folder, print_folder, write_checkpoint
+from .writing import (
+    DEFAULT_MAX_SHARD_SIZE,
+    DTYPES,
+    cast,
+    check_dtype,
+    check_output_folder,
+    print_folder,
+    write_checkpoint,
+)
 
 
 def config_from_llava(llava_config: object) -> LlavaQwen3Config:
@@ -50,13 +59,13 @@ def config_from_llava(llava_config: object) -> LlavaQwen3Config:
 
 
 def import_llava_checkpoint(
-    source: str, output: str | Path, dtype: str = "float32", max_shard_size: str = "5GB"
+    source: str, output: str | Path, dtype: str = "float32", max_shard_size: str = DEFAULT_MAX_SHARD_SIZE
 ) -> Path:
     """Converts the Llava checkpoint at `source` into `output`; returns the folder."""
     output = Path(output)
     check_output_folder(output)
     torch_dtype = check_dtype(dtype)
-    config = config_from_llava(load_source_config(source, "source"))
+    config = config_from_llava(load_source_config(source, "--source"))
 
     llava = LlavaForConditionalGeneration.from_pretrained(source)
     llava_processor = AutoProcessor.from_pretrained(source)
@@ -64,6 +73,7 @@ def import_llava_checkpoint(
     model.load_state_dict(llava.state_dict(), strict=True)
     model.generation_config.update(**llava.generation_config.to_diff_dict())
     finish_generation_config(model.generation_config, llava_processor.tokenizer, config.image_token_id)
+    llava_processor.tokenizer.padding_side = "left"  # batches for generation pad on the left
     processor = LlavaQwen3Processor(
         llava_processor.image_processor,
         llava_processor.tokenizer,
@@ -77,16 +87,16 @@ def import_llava_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of import_llava_checkpoint."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llava-qwen3-import", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", required=True, help="LlavaForConditionalGeneration checkpoint, folder or id")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--max-shard-size", default="5GB")
+    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE)
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error(parser):
         folder = import_llava_checkpoint(args.source, args.output, args.dtype, args.max_shard_size)
-    except ValueError as error:
-        parser.exit(2, f"llava-qwen3-import: error: {error}\n")
     print_folder(folder)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..commands import exit_on_error
 from ..modeling import LlavaQwen3ForConditionalGeneration
+from ..modeling.configuration_llava_qwen3 import PROJECTOR_TYPES
 from ..processing import LlavaQwen3Processor
-from .build import add_placeholder_token
+from .build import add_placeholder_token, load_source_config
 from .writing import check_output_folder, print_folder, write_checkpoint
 
 
@@ -35,22 +37,21 @@ def add_modality(
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: add a modality to a checkpoint folder and write the result to a new folder."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="llava-qwen3-add-modality", description=__doc__)
     parser.add_argument("checkpoint", help="checkpoint folder or repo id")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--name", required=True, help="modality name, e.g. m1")
     parser.add_argument("--input-dim", required=True, type=int)
-    parser.add_argument("--projector-type", default="mlp2x_gelu", choices=["mlp2x_gelu", "mlp_relu_ln"])
+    parser.add_argument("--projector-type", default=PROJECTOR_TYPES[0], choices=PROJECTOR_TYPES)
     parser.add_argument("--token", help="placeholder token; default <NAME>")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error(parser):
         check_output_folder(args.output)
+        load_source_config(args.checkpoint, "checkpoint", expected_model_type="llava_qwen3")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(args.checkpoint)
         processor = LlavaQwen3Processor.from_pretrained(args.checkpoint)
         add_modality(model, processor, args.name, args.input_dim, args.projector_type, args.token)
-    except ValueError as error:
-        parser.exit(2, f"llava-qwen3-add-modality: error: {error}\n")
-    print_folder(write_checkpoint(model, processor, args.output, max_shard_size="5GB"))
+        print_folder(write_checkpoint(model, processor, args.output))
 
 
 if __name__ == "__main__":

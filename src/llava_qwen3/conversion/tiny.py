@@ -14,8 +14,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import CLIPImageProcessor, PreTrainedTokenizerBase, Qwen2TokenizerFast, SiglipImageProcessor
 
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
-from ..processing import LlavaQwen3Processor
-from .build import IMAGE_TOKEN, finish_generation_config
+from ..processing import IMAGE_TOKEN, LlavaQwen3Processor
+from .build import finish_generation_config
 
 # Qwen2/Qwen3's pre-tokenizer split, followed by byte-level encoding, as in their tokenizer.json.
 QWEN_SPLIT_PATTERN = (

@@ -10,28 +10,24 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
-# Parameter-name prefixes of each part, in the order the table lists them.
-PARTS = {
-    "vision tower": "model.vision_tower.",
-    "projector": "model.multi_modal_projector.",
-    "language model": "model.language_model.",
-    "output head": "lm_head.",
-}
+from ..modeling import MODEL_PARTS
+from ..modeling.modeling_llava_qwen3 import part_of
 
 
 def count_parameters(folder: str | Path) -> dict[str, int]:
-    """Parameters per part, read from the safetensors headers (no weights are loaded)."""
+    """Parameters per part of the model (`MODEL_PARTS`, named for people: "vision tower", ...), read from the
+    safetensors headers (no weights are loaded)."""
     counts: Counter[str] = Counter()
     for shard in sorted(Path(folder).glob("*.safetensors")):
         with safe_open(shard, framework="pt") as weights:
             for name in weights.keys():
-                part = next((part for part, prefix in PARTS.items() if name.startswith(prefix)), None)
+                part = part_of(name)
                 if part is None:
                     raise ValueError(f"{shard.name} holds {name!r}, which belongs to no part of LLaVA-Qwen3.")
                 counts[part] += math.prod(weights.get_slice(name).get_shape())
     if not counts:
         raise ValueError(f"{folder} holds no .safetensors weights.")
-    return {part: counts[part] for part in PARTS if counts[part]}
+    return {part.replace("_", " "): counts[part] for part in MODEL_PARTS if counts[part]}
 
 
 def render_model_card(

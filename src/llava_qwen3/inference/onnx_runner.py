@@ -131,8 +131,10 @@ class LlavaQwen3OnnxModel:
             )
         settings = self._settings(max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id)
         input_ids, attention_mask = self._checked_prompt(input_ids, attention_mask, settings["max_new_tokens"])
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
         rng = np.random.default_rng(seed)
-        pixel_values = None if pixel_values is None else np.asarray(pixel_values)
+        pixel_values = None if pixel_values is None else self._checked_pixels(pixel_values)
 
         sequences = input_ids
         finished = np.zeros(len(input_ids), dtype=bool)
@@ -163,9 +165,28 @@ class LlavaQwen3OnnxModel:
             streamer.end()
         return sequences
 
+    def _checked_pixels(self, pixel_values: Any) -> np.ndarray:
+        vision = self.config.vision_config
+        expected = (vision.num_channels, vision.image_size, vision.image_size)
+        try:
+            pixels = np.asarray(pixel_values, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"pixel_values must be a float array of images; {error}") from error
+        if pixels.ndim != 4 or pixels.shape[1:] != expected or len(pixels) == 0:
+            raise ValueError(
+                f"pixel_values has shape {pixels.shape}; expected (num_images, {', '.join(map(str, expected))}). "
+                "Prepare images with the processor."
+            )
+        if not np.isfinite(pixels).all():
+            raise ValueError("pixel_values hold NaN or infinite values.")
+        return pixels
+
     def _checked_prompt(self, input_ids: Any, attention_mask: Any, max_new_tokens: int) -> tuple[np.ndarray, ...]:
         """input_ids and attention_mask as int64 `(batch, length)` arrays, or a ValueError naming what is wrong."""
-        input_ids = np.atleast_2d(np.asarray(input_ids))
+        try:
+            input_ids = np.atleast_2d(np.asarray(input_ids))
+        except (TypeError, ValueError) as error:  # ragged nested lists
+            raise ValueError(f"input_ids must be a (batch, length) array of token ids; {error}") from error
         if input_ids.ndim != 2 or input_ids.size == 0 or not np.issubdtype(input_ids.dtype, np.integer):
             raise ValueError(
                 f"input_ids must be a non-empty (batch, length) array of token ids, got shape {input_ids.shape} "
@@ -176,9 +197,14 @@ class LlavaQwen3OnnxModel:
         input_ids = input_ids.astype(np.int64)
         if attention_mask is None:
             attention_mask = np.ones_like(input_ids)
-        attention_mask = np.atleast_2d(np.asarray(attention_mask, dtype=np.int64))
+        try:
+            attention_mask = np.atleast_2d(np.asarray(attention_mask, dtype=np.int64))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"attention_mask must be a (batch, length) array of 0 and 1; {error}") from error
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape}.")
+        if not np.isin(attention_mask, (0, 1)).all() or not attention_mask[:, -1].all():
+            raise ValueError("attention_mask must hold only 0 and 1, with 1 on the last position (left padding).")
         total = input_ids.shape[1] + max_new_tokens
         if total > self.max_positions:
             raise ValueError(

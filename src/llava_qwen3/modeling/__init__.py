@@ -11,6 +11,7 @@ __all__ = ["LlavaQwen3Config"]
 
 if is_torch_available():
     from .modeling_llava_qwen3 import (
+        MODEL_PARTS,
         LlavaQwen3ForConditionalGeneration,
         LlavaQwen3Model,
         LlavaQwen3MultiModalProjector,
@@ -18,6 +19,7 @@ if is_torch_available():
     )
 
     __all__ += [
+        "MODEL_PARTS",
         "LlavaQwen3ForConditionalGeneration",
         "LlavaQwen3Model",
         "LlavaQwen3MultiModalProjector",

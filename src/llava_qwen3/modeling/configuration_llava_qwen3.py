@@ -126,6 +126,19 @@ class LlavaQwen3Config(PretrainedConfig):
             tie_word_embeddings = self.text_config.tie_word_embeddings
         kwargs.setdefault("auto_map", self.default_auto_map())
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self._check_token_ids()
+
+    def _check_token_ids(self) -> None:
+        """Placeholder ids must name a row of the language model's embeddings (an id past it fails deep in torch)."""
+        vocab_size = self.text_config.vocab_size
+        named = {"image_token_id": self.image_token_id}
+        named |= {f"modalities[{name!r}].token_id": spec["token_id"] for name, spec in self.modalities.items()}
+        for name, token_id in named.items():
+            if token_id is not None and (not isinstance(token_id, int) or not 0 <= token_id < vocab_size):
+                raise ValueError(
+                    f"{name} is {token_id!r}, outside the language model's vocabulary [0, {vocab_size}); it must be "
+                    "the id of the placeholder token in the tokenizer."
+                )
 
     @staticmethod
     def default_auto_map() -> dict[str, str]:

@@ -17,12 +17,33 @@ import transformers
 from torch import nn
 from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+logger = logging.get_logger(__name__)
+
+# The model's parts, as the prefixes of their modules' names in LlavaQwen3ForConditionalGeneration. Training stages,
+# per-part learning rates, LoRA and the model card's parameter counts all read this one list.
+MODEL_PARTS = {
+    "vision_tower": ("model.vision_tower",),
+    "projector": ("model.multi_modal_projector", "model.modality_projectors"),
+    "language_model": ("model.language_model", "lm_head"),
+}
+
+
+def part_of(parameter_name: str) -> str | None:
+    """The part (a key of `MODEL_PARTS`) a parameter or module name belongs to, or None."""
+    return next(
+        (
+            part
+            for part, prefixes in MODEL_PARTS.items()
+            if any(parameter_name == prefix or parameter_name.startswith(prefix + ".") for prefix in prefixes)
+        ),
+        None,
+    )
 
 
 @dataclass
@@ -97,6 +118,11 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
 
     def __init__(self, config: LlavaQwen3Config) -> None:
         super().__init__(config)
+        if config.image_token_id is None:
+            raise ValueError(
+                "config.image_token_id is not set, so the model cannot tell where images go: set it to the id of "
+                "<image> in the tokenizer (llava-qwen3-build does)."
+            )
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = LlavaQwen3MultiModalProjector(
             config.vision_config.hidden_size * config.num_vision_feature_layers,
@@ -139,6 +165,12 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+            given = f"{type(pixel_values).__name__} of {getattr(pixel_values, 'dtype', '?')}"
+            raise TypeError(
+                f"pixel_values must be a floating-point torch.Tensor, got a {given}; call the processor with "
+                "return_tensors='pt'."
+            )
         vision = self.config.vision_config
         expected = (vision.num_channels, vision.image_size, vision.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
@@ -304,6 +336,16 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             inputs_embeds = self._scatter(inputs_embeds, mask, features)
         return inputs_embeds
 
+    def _warn_past_context(self, new_length: int, past_key_values: Cache | None) -> None:
+        total = new_length + (0 if past_key_values is None else past_key_values.get_seq_length())
+        limit = self.config.text_config.max_position_embeddings
+        if total > limit:
+            logger.warning_once(
+                f"The sequence holds {total} tokens, more than the model's context of {limit} "
+                "(max_position_embeddings): positions past it were never trained and the output degrades. Shorten "
+                "the prompt or lower max_new_tokens."
+            )
+
     def _check_placeholders_have_inputs(
         self, input_ids: torch.Tensor, given_modalities: set[str], has_pixels: bool
     ) -> None:
@@ -339,8 +381,10 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         modality_embeds = modality_embeds or {}
         # Checked eagerly only: a compiled decoding step (new tokens, never placeholders) must not branch on data.
-        if input_ids is not None and not torch.compiler.is_compiling() and _is_prefill(past_key_values):
-            self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
+        if not torch.compiler.is_compiling():
+            self._warn_past_context(inputs_embeds.shape[1], past_key_values)
+            if input_ids is not None and _is_prefill(past_key_values):
+                self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
 
         image_features = None
         if pixel_values is not None:

@@ -19,6 +19,7 @@ import os
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ except ImportError:  # the onnxruntime runner uses this processor where torch is
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 IMAGE_TOKEN = "<image>"
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # either holds a Qwen tokenizer
 
 # Qwen's ChatML; an image item becomes "<image>\n" in front of its text, as in LLaVA's conversations, and an
 # embedding item {"type": "embedding", "modality": "m1"} its placeholder ("token" if the item names one, else "<m1>").
@@ -151,9 +153,10 @@ class LlavaQwen3Processor(ProcessorMixin):
         if videos is not None or audio is not None:
             raise ValueError("LLaVA-Qwen3 takes images, text and embeddings; videos and audio are not supported.")
         texts = _checked_texts(text)
-        output_kwargs = self._merge_kwargs(
-            LlavaQwen3ProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
-        )
+        with _naming_keyword_arguments(kwargs):
+            output_kwargs = self._merge_kwargs(
+                LlavaQwen3ProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+            )
         text_kwargs, images_kwargs = output_kwargs["text_kwargs"], output_kwargs["images_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
         images_kwargs.pop("return_tensors", None)
@@ -163,6 +166,10 @@ class LlavaQwen3Processor(ProcessorMixin):
         # Offsets are given in the caller's text, so no replacement offsets are needed to map them back.
         text_kwargs.pop("return_text_replacement_offsets", None)
 
+        if modality_embeds is not None and not isinstance(modality_embeds, dict):
+            raise TypeError(
+                f"modality_embeds must be a dict of modality name to items, got {type(modality_embeds).__name__}."
+            )
         modality_embeds = dict(modality_embeds or {})
         unknown = set(modality_embeds) - set(self.modality_tokens)
         if unknown:
@@ -175,7 +182,7 @@ class LlavaQwen3Processor(ProcessorMixin):
                 "this processor has no image_seq_length (config.image_seq_length), so it cannot place images."
             )
         placeholders = {self.image_token: [self.image_seq_length] * len(flat_images)}
-        expected_counts = {self.image_token_id: len(flat_images) * self.image_seq_length}
+        expected_counts = {self.image_token_id: sum(placeholders[self.image_token])}
         flat_embeds = {}
         for name, token in self.modality_tokens.items():
             items = [
@@ -189,7 +196,8 @@ class LlavaQwen3Processor(ProcessorMixin):
 
         lengths = {token: iter(counts) for token, counts in placeholders.items()}  # consumed in order over the batch
         expansions = [_expand(item, lengths) for item in texts]
-        text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
+        with _naming_keyword_arguments(kwargs):
+            text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
         self._check_truncation(text_inputs["input_ids"], expected_counts)
         if "offset_mapping" in text_inputs:
             text_inputs["offset_mapping"] = [
@@ -203,12 +211,27 @@ class LlavaQwen3Processor(ProcessorMixin):
             ]
         if flat_images:
             loaded = [self._load_image(image, images_kwargs.get("do_rescale", True)) for image in flat_images]
-            pixels = self.image_processor(loaded, return_tensors=return_tensors, **images_kwargs)["pixel_values"]
+            with _naming_keyword_arguments(kwargs):
+                pixels = self.image_processor(loaded, return_tensors=return_tensors, **images_kwargs)["pixel_values"]
             data["pixel_values"] = pixels
         batch = BatchFeature(data=data, tensor_type=return_tensors)
         if flat_embeds:
             batch["modality_embeds"] = flat_embeds  # after tensor conversion: a dict of lists stays as it is
         return batch
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "LlavaQwen3Processor":
+        """Loads a processor like any transformers processor; a local folder without its tokenizer files is refused
+        (transformers would build an empty tokenizer that silently drops every word)."""
+        folder = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(folder) and not any(
+            all(os.path.isfile(os.path.join(folder, name)) for name in names) for names in TOKENIZER_FILES
+        ):
+            raise ValueError(
+                f"{folder} holds no tokenizer: it needs tokenizer.json (or vocab.json with merges.txt). Copy the "
+                "tokenizer files of the checkpoint it came from, or save the processor with save_pretrained."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     def process_records(self, records: dict | list[dict], **kwargs: Any) -> BatchFeature:
         """Model inputs for records `{"text": ..., "images": [...], "multimodal_data": {"multimodal_embeddings":
@@ -305,16 +328,16 @@ class LlavaQwen3Processor(ProcessorMixin):
 
     def _decode(self, source: Any, name: str) -> Image.Image:
         """Opens an encoded image, refusing it before decoding when it declares too many pixels."""
+        too_big = f"{name} declares more pixels than the {self.max_image_pixels:,} this processor accepts"
         try:
             image = Image.open(source)
-        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice its warning threshold
+            raise ValueError(f"{too_big} (max_image_pixels; Pillow: {error})") from error
+        except (OSError, SyntaxError) as error:
             raise ValueError(f"{name} is not a readable image: {error}") from error
         width, height = image.size
         if width * height > self.max_image_pixels:
-            raise ValueError(
-                f"{name} declares {width}x{height} pixels, more than the {self.max_image_pixels:,} this processor "
-                "accepts (max_image_pixels)."
-            )
+            raise ValueError(f"{too_big}: {width}x{height} (max_image_pixels).")
         try:
             image.load()
         except (OSError, SyntaxError, ValueError) as error:
@@ -391,6 +414,18 @@ class _Spans:
         return start - shift, end - shift
 
 
+@contextmanager
+def _naming_keyword_arguments(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Errors of transformers' own validation of keyword arguments (the tokenizer's, the image processor's) come
+    out as a ValueError that names the arguments given, whatever type the validator raised."""
+    try:
+        yield
+    except Exception as error:
+        if not kwargs:
+            raise
+        raise ValueError(f"the keyword arguments {', '.join(sorted(kwargs))} were refused: {error}") from error
+
+
 def _checked_texts(text: Any) -> list[str]:
     if text is None:
         raise ValueError("text is required: write one placeholder (such as <image>) in it where each input goes.")
@@ -399,6 +434,9 @@ def _checked_texts(text: Any) -> list[str]:
         raise ValueError(f"text must be a string or a list of strings, got {type(text).__name__}.")
     if not texts:
         raise ValueError("text is an empty list; pass at least one prompt.")
+    empty = [index for index, item in enumerate(texts) if not item]
+    if empty:
+        raise ValueError(f"text holds an empty prompt (index {empty[0]}); every prompt needs at least one token.")
     return texts
 
 

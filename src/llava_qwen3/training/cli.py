@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 import transformers
 from transformers import BitsAndBytesConfig, TrainingArguments
 
+from ..commands import exit_on_error
 from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .collator import ChatCollator
@@ -94,23 +96,42 @@ def prepare_model(model: LlavaQwen3ForConditionalGeneration, config: TrainConfig
     return wrapped
 
 
+def check_output_dir(output: Path, resume: bool, overwrite: bool) -> None:
+    """Refuses to train into a folder holding an earlier run, unless the run is resumed or replaced on purpose."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output_dir {output} is a file; choose a folder.")
+    if output.is_dir() and any(output.iterdir()) and not resume and not overwrite:
+        raise ValueError(
+            f"output_dir {output} already holds a run; continue it with --resume, replace it with "
+            "overwrite_output_dir=true, or choose a new output_dir."
+        )
+
+
 def run_training(config: TrainConfig, resume: str | bool | None = None) -> Path:
     """Trains as `config` says; returns the output folder."""
     if not config.model or not config.data:
         raise ValueError("model and data are required (e.g. model=path/to/checkpoint data=train.json).")
-    dataset = RecordDataset(config.data, config.image_folder, config.on_bad_record)
+    output = Path(config.output_dir)
+    check_output_dir(output, resume=bool(resume), overwrite=config.overwrite_output_dir)
     processor = LlavaQwen3Processor.from_pretrained(config.model)
+    collator = ChatCollator(processor, max_length=config.max_length)
+    dataset = RecordDataset(
+        config.data, config.image_folder, config.on_bad_record, check_example=collator.check_example
+    )
     model = prepare_model(load_model(config), config)
     _, part_rates = config.part_learning_rates()
+    if config.overwrite_output_dir and output.is_dir() and not resume:
+        shutil.rmtree(
+            output, ignore_errors=True
+        )  # asked for: the earlier run goes, so no checkpoint of it is mistaken for this one's
     trainer = LlavaQwen3Trainer(
         model=model,
         args=training_arguments(config),
         train_dataset=dataset,
-        data_collator=ChatCollator(processor, max_length=config.max_length),
+        data_collator=collator,
         part_learning_rates=part_rates,
     )
     result = trainer.train(resume_from_checkpoint=resume)
-    output = Path(config.output_dir)
     trainer.save_model(str(output))
     trainer.save_metrics("train", {**result.metrics, "skipped_records": len(dataset.skipped)})
     trainer.save_state()
@@ -122,18 +143,18 @@ def run_training(config: TrainConfig, resume: str | bool | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of run_training."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="llava-qwen3-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", choices=PRESETS)
     parser.add_argument("--config", help="JSON file of config fields")
     parser.add_argument("--resume", nargs="?", const=True, help="resume from the latest checkpoint, or from DIR")
     parser.add_argument("overrides", nargs="*", help="key=value (values parsed as JSON), e.g. stage=lora epochs=2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_on_error(parser):
         config = load_config(args.preset, args.config, args.overrides)
         output = run_training(config, resume=args.resume)
-    except ValueError as error:
-        parser.exit(2, f"llava-qwen3-train: error: {error}\n")
     print(f"trained: {output}")
 
 

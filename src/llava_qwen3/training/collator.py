@@ -81,6 +81,40 @@ class ChatCollator:
         batch["labels"] = labels
         return batch
 
+    def check_example(self, example: dict[str, Any], num_images: int) -> None:
+        """Raises a ValueError naming what is wrong when `example` (with `num_images` images, not yet decoded) cannot
+        be trained on: its placeholders do not match its images or embeddings, truncation to `max_length` would cut
+        a placeholder, or it would leave no token of an assistant reply. Only the text is tokenized."""
+        texts, replies = render_jinja_template(
+            [example["messages"]], chat_template=self.processor.chat_template, return_assistant_tokens_mask=True
+        )
+        text, processor = texts[0], self.processor
+        lengths = {processor.image_token: [processor.image_seq_length] * num_images}
+        for name, token in processor.modality_tokens.items():
+            items = (example.get("modality_embeds") or {}).get(name, [])
+            lengths[token] = [1 if item.ndim == 1 else item.shape[0] for item in items]
+        for token, items in lengths.items():
+            if text.count(token) != len(items):
+                raise ValueError(f"the text holds {text.count(token)} {token} placeholders but {len(items)} inputs.")
+        encoded = processor.tokenizer(text, return_offsets_mapping=True)
+        token_lengths = {
+            processor.tokenizer.convert_tokens_to_ids(token): iter(items) for token, items in lengths.items()
+        }
+        end = 0  # where each token ends once placeholders are expanded
+        limit = self.max_length or float("inf")
+        labelled = False
+        for token_id, (start_char, end_char) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            start, end = end, end + (next(token_lengths[token_id]) if token_id in token_lengths else 1)
+            if token_id in token_lengths and end > limit:
+                raise ValueError(f"truncation to max_length={self.max_length} would cut a placeholder; raise it.")
+            if start < limit and any(start_char < stop and end_char > begin for begin, stop in replies[0]):
+                labelled = True
+        if not labelled:
+            raise ValueError(
+                f"truncation to max_length={self.max_length} leaves no token of an assistant reply to learn from "
+                f"(the example holds {end} tokens); raise max_length or shorten the prompt."
+            )
+
 
 def assistant_labels(
     input_ids: torch.Tensor, offsets: torch.Tensor, replies: list[list[tuple[int, int]]]

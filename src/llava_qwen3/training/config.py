@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .stages import STAGES
+
 PRESETS_FOLDER = Path(__file__).parent / "presets"
 PRESETS = tuple(sorted(path.stem for path in PRESETS_FOLDER.glob("*.json")))
 STAGE_LEARNING_RATES = {  # (default rate, projector rate) per stage, LLaVA-1.5
@@ -20,6 +22,8 @@ STAGE_LEARNING_RATES = {  # (default rate, projector rate) per stage, LLaVA-1.5
     "lora": (2e-4, 2e-5),
     "full": (2e-5, None),
 }
+assert set(STAGE_LEARNING_RATES) == set(STAGES)
+QWEN3_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 NANOVLM_LEARNING_RATES = {"projector": 2e-3, "vision_tower": 1e-4, "language_model": 1e-4}
 
 
@@ -31,6 +35,7 @@ class TrainConfig:
     data: str = ""
     image_folder: str | None = None
     output_dir: str = "runs/llava-qwen3"
+    overwrite_output_dir: bool = False
     stage: str = "projector"
     train_vision_tower: bool = False
     learning_rate_recipe: str = "llava"
@@ -47,9 +52,7 @@ class TrainConfig:
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
-    lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    lora_targets: list[str] = field(default_factory=lambda: list(QWEN3_LINEAR_LAYERS))
     load_in: str | None = None
     precision: str = "fp32"
     gradient_checkpointing: bool = False
@@ -64,7 +67,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "stage": (self.stage, tuple(STAGE_LEARNING_RATES)),
+            "stage": (self.stage, STAGES),
             "learning_rate_recipe": (self.learning_rate_recipe, ("llava", "nanovlm")),
             "load_in": (self.load_in, (None, "8bit", "4bit")),
             "precision": (self.precision, ("auto", "fp32", "bf16", "fp16")),

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import TrainingArguments
 
 from ..conversion import build_tiny_checkpoint
+from ..conversion.writing import write_checkpoint
 from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .collator import ChatCollator
@@ -59,8 +60,7 @@ def train_on_shapes(
         LlavaQwen3Trainer(model=model, args=args, train_dataset=examples, data_collator=ChatCollator(processor)).train()
     model.eval()
     if output is not None:
-        model.save_pretrained(output)
-        processor.save_pretrained(output)
+        write_checkpoint(model, processor, Path(output))  # whole or not at all: an interrupted save leaves nothing
     return model, processor
 
 
