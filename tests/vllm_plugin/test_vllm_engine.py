@@ -53,6 +53,16 @@ def test_batch_of_16_mixed_prompts_equals_each_prompt_in_transformers(engine):
     assert vllm_tokens(outputs) == [case.transformers_tokens(model, processor) for case in batch]
 
 
+def test_placeholders_are_never_generated(engine):
+    # transformers suppresses them through generation_config; in vLLM the model masks them, so even a large bias
+    # towards them does not bring them out.
+    llm, model, processor = engine
+    placeholders = [model.config.image_token_id, *(spec["token_id"] for spec in model.config.modalities.values())]
+    biased = vllm.SamplingParams(temperature=0.0, max_tokens=4, logit_bias=dict.fromkeys(placeholders, 100.0))
+    [tokens] = vllm_tokens(llm.generate([cases(processor)["one_image"].vllm_request()], biased))
+    assert len(tokens) == 4 and not set(tokens) & set(placeholders)
+
+
 def test_bad_embedding_inputs_are_refused_with_what_was_expected(engine):
     llm, _, _ = engine
     with pytest.raises(ValueError, match=r"modality 'm1' item 0 .* shape \(5,\); expected floats of shape \(12,\)"):

@@ -7,9 +7,9 @@ import json
 import tempfile
 from importlib.metadata import entry_points
 
+import numpy as np
 import pytest
 import torch
-from conftest import run_fresh_python
 from vllm_checkpoints import (
     ENGINE_ARGS,
     VLLM_MISSING,
@@ -77,30 +77,6 @@ def test_entry_point_registers_config_and_architecture(checkpoints):
     assert MODEL_CLASS == f"{model_class.__module__}:{model_class.__name__}"
 
 
-def test_vllm_loads_the_plugin_by_itself_in_a_fresh_process(checkpoints, tmp_path):
-    # What each vLLM process does: load the general plugins, then resolve the checkpoint's architecture. The model
-    # module is imported only then, not by registration.
-    folder, _, _ = checkpoints["clip"]
-    output = run_fresh_python(
-        f"""
-        import sys
-        from vllm import ModelRegistry
-        from vllm.config import ModelConfig
-        from vllm.model_executor.model_loader import get_model_architecture
-        from vllm.plugins import load_general_plugins
-        load_general_plugins()
-        assert {ARCHITECTURE!r} in ModelRegistry.get_supported_archs()
-        assert "llava_qwen3.vllm.model" not in sys.modules
-        model_config = ModelConfig(model={str(folder)!r}, trust_remote_code=True)
-        model_class, _ = get_model_architecture(model_config)
-        print(model_class.__module__, model_config.is_multimodal_model)
-        """,
-        cwd=tmp_path,
-        block_package=False,
-    )
-    assert output.split()[-2:] == ["llava_qwen3.vllm.model", "True"]
-
-
 def test_placeholders_expand_to_each_items_tokens(checkpoints):
     folder, _, hf_processor = checkpoints["clip"]
     config = engine_config(folder)
@@ -134,6 +110,24 @@ def test_placeholder_and_item_counts_must_agree(checkpoints):
         processor(prompt_ids, items)
     with pytest.raises(ValueError, match=r"modality 'm2' item 1 .* shape \(2, 5\); expected floats of shape \(7,\)"):
         processor.info.parse_mm_data({"m2": vectors(0, (7,), (2, 5))})
+
+
+def test_modality_items_come_as_vectors_sequences_batches_arrays_or_files(checkpoints, tmp_path):
+    folder, _, _ = checkpoints["clip"]
+    processor = MULTIMODAL_REGISTRY.create_processor(engine_config(folder).model_config)
+    vector, sequence = vectors(0, (12,), (3, 12))
+    np.save(tmp_path / "sequence.npy", sequence.numpy())
+    forms = {
+        "one vector": (vector, [1]),
+        "one sequence": (sequence, [3]),
+        "a list": ([vector, sequence.numpy(), tmp_path / "sequence.npy"], [1, 3, 3]),
+        "a (k, n, dim) batch": (torch.stack([sequence, sequence]), [3, 3]),
+    }
+    for form, (data, lengths) in forms.items():
+        items = processor.info.parse_mm_data({"m1": data})["m1"]
+        assert [items.get_feature_size(index) for index in range(len(items))] == lengths, form
+        assert all(items.get(index).dtype == torch.float32 for index in range(len(items))), form
+    assert torch.equal(processor.info.parse_mm_data({"m1": tmp_path / "sequence.npy"})["m1"].get(0), sequence)
 
 
 @pytest.fixture(scope="module")

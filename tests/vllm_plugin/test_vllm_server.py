@@ -1,5 +1,10 @@
 """vLLM's OpenAI-compatible server, started as users start it, answers a chat completion holding a base64 image with
-transformers' greedy text; bad input gets a 400 that says what was wrong."""
+transformers' greedy tokens; bad input gets a 400 that says what was wrong.
+
+The server runs with tensor parallelism over two CPU worker processes (one core each): the tower, the projector and
+Qwen3 are sharded. Every server process (API, engine core, workers) finds the architecture only through the plugin's
+entry point.
+"""
 
 from __future__ import annotations
 
@@ -57,10 +62,11 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log_path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """(base URL, transformers model, processor) of a server on a tiny SigLIP checkpoint saved under the
-    `vision_model.` tower names of transformers 4.x."""
+    """(base URL, transformers model, processor) of a 2-way tensor-parallel server on a tiny SigLIP checkpoint with
+    the mlp_relu_ln projector (whose LayerNorm needs the gathered hidden vector), saved under the `vision_model.`
+    tower names of transformers 4.x."""
     folder = tmp_path_factory.mktemp("vllm-server")
-    model, processor = build_engine_checkpoint(folder / "checkpoint", vision="siglip")
+    model, processor = build_engine_checkpoint(folder / "checkpoint", vision="siglip", projector_type="mlp_relu_ln")
     checkpoint = copy_with_vision_model_level(folder / "checkpoint", folder / "vision_model_level")
     port = free_port()
     command = [
@@ -81,9 +87,12 @@ def server(tmp_path_factory):
         "--enforce-eager",
         "--max-model-len",
         "512",
+        "--tensor-parallel-size",
+        "2",
     ]
     log_path = folder / "server.log"
-    env = {**os.environ, **ENGINE_ENV, "HF_HUB_OFFLINE": "1"}
+    # One core per worker: vLLM's automatic binding keeps a core free for the API process, which 2 cores cannot spare.
+    env = {**os.environ, **ENGINE_ENV, "HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1"}
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

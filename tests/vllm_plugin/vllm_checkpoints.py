@@ -27,12 +27,12 @@ MODALITY_DIMS = {"m1": 12, "m2": 7}
 
 
 def build_engine_checkpoint(
-    folder: Path, vision: str = "clip", with_modalities: bool = True, tie_word_embeddings: bool = False
+    folder: Path, vision: str = "clip", with_modalities: bool = True, **config_overrides: object
 ) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
     """A tiny random checkpoint with heads vLLM's CPU attention accepts and, optionally, modalities m1 (12-dim,
-    mlp2x_gelu) and m2 (7-dim, mlp_relu_ln)."""
+    mlp2x_gelu) and m2 (7-dim, mlp_relu_ln). `config_overrides` go to `tiny_config`."""
     model, processor = build_tiny_checkpoint(
-        folder, vision=vision, tie_word_embeddings=tie_word_embeddings, text_overrides=ENGINE_TEXT_CONFIG
+        folder, vision=vision, text_overrides=ENGINE_TEXT_CONFIG, **config_overrides
     )
     if with_modalities:
         torch.manual_seed(3)
