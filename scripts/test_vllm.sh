@@ -13,4 +13,4 @@ python3 -m venv .venv-vllm
 .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 
 echo "== pytest tests/vllm_plugin"
-.venv-vllm/bin/python -m pytest -q -rs -p no:cacheprovider tests/vllm_plugin
+.venv-vllm/bin/python -m pytest -q -rs --durations=5 -p no:cacheprovider tests/vllm_plugin

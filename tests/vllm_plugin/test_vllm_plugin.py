@@ -63,10 +63,13 @@ def engine_config(folder):
     return EngineArgs(model=str(folder), **ENGINE_ARGS).create_engine_config()
 
 
-def test_entry_point_registers_config_and_architecture(checkpoints):
+def test_entry_point_registers_config_and_architecture(checkpoints, monkeypatch):
+    # As in a process where vLLM has not loaded its plugins yet (this one may have, for an earlier test).
+    monkeypatch.delitem(ModelRegistry.models, ARCHITECTURE, raising=False)
+    assert ARCHITECTURE not in ModelRegistry.get_supported_archs()
     [entry] = [entry for entry in entry_points(group="vllm.general_plugins") if entry.name == "llava_qwen3"]
     assert entry.load() is register
-    register()
+    entry.load()()
     register()  # vLLM calls it in every process, possibly more than once
     assert ARCHITECTURE in ModelRegistry.get_supported_archs()
     assert isinstance(AutoConfig.for_model("llava_qwen3"), LlavaQwen3Config)
@@ -110,6 +113,8 @@ def test_placeholder_and_item_counts_must_agree(checkpoints):
         processor(prompt_ids, items)
     with pytest.raises(ValueError, match=r"modality 'm2' item 1 .* shape \(2, 5\); expected floats of shape \(7,\)"):
         processor.info.parse_mm_data({"m2": vectors(0, (7,), (2, 5))})
+    with pytest.raises(ValueError, match="takes images as pictures .* not precomputed image embeddings"):
+        processor.info.parse_mm_data({"image": torch.zeros(1, 16, 64)})
 
 
 def test_modality_items_come_as_vectors_sequences_batches_arrays_or_files(checkpoints, tmp_path):

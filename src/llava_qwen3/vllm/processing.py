@@ -78,6 +78,14 @@ class LlavaQwen3DataParser(MultiModalDataParser):
         parsers = {IMAGE: self._parse_image_data}
         return parsers | {name: partial(self._parse_modality, name) for name in self.modalities}
 
+    def _parse_image_data(self, data: Any) -> ModalityDataItems | None:
+        if self.is_embeddings(data):
+            raise ValueError(
+                "LLaVA-Qwen3 takes images as pictures (PIL images or numpy arrays), not precomputed image embeddings; "
+                "vLLM reads a 3-dimensional torch tensor (or a list of 2-dimensional ones) as embeddings."
+            )
+        return super()._parse_image_data(data)
+
     def _parse_modality(self, name: str, data: Any) -> ModalityEmbeddingItems | None:
         if data is None:
             return None
