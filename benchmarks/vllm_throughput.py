@@ -6,7 +6,8 @@ size 256, and a CLIP ViT-B/32-shaped tower (224 px, 49 image tokens) cut to 2 la
 its own picture and a question, and every engine generates exactly `--new-tokens` tokens per prompt, greedily, in
 float32. "1 concurrent" runs the prompts one after another; "16 concurrent" hands all 16 over at once: one
 left-padded batch to `generate`, one `LLM.generate` call to vLLM (continuous batching). Times include turning images
-and text into inputs. Run it in the environment scripts/test_vllm.sh builds:
+and text into inputs; each round times PyTorch and then vLLM, and the medians over rounds are compared, so that a
+change in a shared machine's load reaches both alike. Run it in the environment scripts/test_vllm.sh builds:
 
     .venv-vllm/bin/python benchmarks/vllm_throughput.py [--new-tokens 32] [--repeats 3] [--workdir DIR]
 """
@@ -19,10 +20,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from vllm import LLM, SamplingParams
 
 from llava_qwen3.conversion import build_tiny_checkpoint
 
@@ -55,15 +58,17 @@ def picture(seed: int) -> Image.Image:
     return image
 
 
-def timed(run: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `repeats` runs after one warm-up run."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run over `repeats` rounds after one warm-up round; a round runs each once, in turn, so
+    that a change in the machine's load between rounds reaches every engine alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(repeats + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if round_index:  # round 0 warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def in_chunks(items: list, size: int) -> list[list]:
@@ -104,12 +109,6 @@ def main() -> None:
                 output = model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
             pytorch_tokens.extend(output[:, inputs["input_ids"].shape[1] :].tolist())
 
-    # PyTorch first: vLLM's CPU worker pins its threads to cores, which would slow a PyTorch run beside it.
-    pytorch_threads = torch.get_num_threads()
-    seconds = {("PyTorch", c): timed(lambda c=c: pytorch_run(c), args.repeats) for c in (1, NUM_PROMPTS)}
-
-    from vllm import LLM, SamplingParams
-
     llm = LLM(model=str(folder), dtype="float32", enforce_eager=True, max_model_len=1024, trust_remote_code=True)
     params = SamplingParams(temperature=0.0, max_tokens=n, min_tokens=n)
     requests = [
@@ -123,11 +122,14 @@ def main() -> None:
             outputs = llm.generate(chunk, params, use_tqdm=False)
             vllm_tokens.extend(list(output.outputs[0].token_ids) for output in outputs)
 
+    seconds = {}
     for concurrency in (1, NUM_PROMPTS):
-        seconds["vLLM", concurrency] = timed(lambda c=concurrency: vllm_run(c), args.repeats)
+        runs = {"PyTorch": partial(pytorch_run, concurrency), "vLLM": partial(vllm_run, concurrency)}
+        for engine, median in interleaved(runs, args.repeats).items():
+            seconds[engine, concurrency] = median
     same = sum(ours == theirs for ours, theirs in zip(vllm_tokens, pytorch_tokens, strict=True))
 
-    print(f"PyTorch generate: {pytorch_threads} threads; vLLM: its CPU defaults (worker pinned to one core)\n")
+    print(f"PyTorch generate: {torch.get_num_threads()} threads; vLLM: its CPU defaults (worker pinned to one core)\n")
     print("| concurrent prompts | PyTorch `generate` | vLLM | vLLM / PyTorch |")
     print("| --- | --- | --- | --- |")
     for concurrency in (1, NUM_PROMPTS):
