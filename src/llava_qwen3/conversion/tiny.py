@@ -88,8 +88,14 @@ def tiny_config(
     vision_feature_select_strategy: str = "default",
     image_size: int = 32,
     tie_word_embeddings: bool = False,
+    vision_overrides: dict[str, object] | None = None,
+    text_overrides: dict[str, object] | None = None,
 ) -> LlavaQwen3Config:
-    """A config a few hundred kilobytes in size: 2-layer tower, 2-layer Qwen3."""
+    """A config a few hundred kilobytes in size: 2-layer tower, 2-layer Qwen3.
+
+    `vision_overrides` and `text_overrides` replace entries of the sub-configs (e.g. `{"head_dim": 32}` for engines
+    whose attention kernels need wider heads).
+    """
     vision_config = {
         "model_type": {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}[vision],
         "image_size": image_size,
@@ -98,6 +104,7 @@ def tiny_config(
         "intermediate_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
+        **(vision_overrides or {}),
     }
     text_config = {
         "model_type": "qwen3",
@@ -110,6 +117,7 @@ def tiny_config(
         "head_dim": 16,
         "max_position_embeddings": 512,
         "tie_word_embeddings": tie_word_embeddings,
+        **(text_overrides or {}),
     }
     return LlavaQwen3Config(
         vision_config=vision_config,
