@@ -42,8 +42,9 @@ class Scene:
         return {"colour": self.colour, "kind": self.kind, "count": COUNT_WORDS[self.count]}[attribute]
 
     def caption(self) -> str:
+        """E.g. "three green squares on a white background": past four words, so BLEU-4 has 4-grams to count."""
         plural = "s" if self.count > 1 else ""
-        return f"{COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural}"
+        return f"{COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural} on a white background"
 
 
 def draw_scene(scene: Scene, size: int = 64, grid: int = 2) -> Image.Image:
