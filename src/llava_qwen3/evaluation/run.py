@@ -91,7 +91,7 @@ class EvalReport:
             base, _, breakdown = name.partition("/")
             label = METRIC_LABELS.get(base, base) + (f" ({breakdown})" if breakdown else "")
             lines.append(f"| {label} | {100 * value:.2f} |")
-        lines += [""] + [f"{note}" for note in self.notes]
+        lines += ["", *self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
 
@@ -121,15 +121,14 @@ def evaluate(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    GenerationSettings(max_new_tokens=max_new_tokens)  # checks it before anything runs
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)  # checked before anything runs
     output = Path(output)
-    run = EvalRun(str(data), model, backend.name, variant, task, max_new_tokens)
+    run = EvalRun(_describe(data), model, backend.name, variant, task, max_new_tokens)
     loaded = load_eval_set(data, task, image_folder, on_bad_record, image_column)
     items = loaded.items[:limit] if limit is not None else loaded.items
     _claim_folder(output, run)
     predictions = _read_predictions(output / PREDICTIONS_LOG)
     pending = [item for item in items if item.id not in predictions]
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
     with (
         open(output / PREDICTIONS_LOG, "a", encoding="utf-8") as log,
         tqdm(total=len(items), initial=len(items) - len(pending), desc="evaluating", disable=not progress) as bar,
@@ -142,6 +141,13 @@ def evaluate(
             os.fsync(log.fileno())  # a crash after this loses nothing made so far
             bar.update(len(batch))
     return _score(run, items, predictions, loaded.skipped, output, on_bad_record)
+
+
+def _describe(data: Any) -> str:
+    """How a run names its data: the absolute path of a file or folder (so a rerun from elsewhere matches)."""
+    if isinstance(data, (str, Path)):
+        return str(Path(data).resolve())
+    return f"{type(data).__name__} of {len(data)} rows"
 
 
 def question_record(backend: InferenceBackend, question: str, images: list[Any]) -> dict[str, Any]:
@@ -233,9 +239,7 @@ def _score(
     skipped = list(skipped)
     usable: list[EvalItem] = []
     for item in items:
-        line = predictions[item.id]
-        problem = line["error"] and f"generation failed: {line['error']}"
-        problem = problem or (not line["prediction"].strip() and "the prediction is empty")
+        problem = _unusable(predictions[item.id])
         if problem:
             message = f"record {item.id}: {problem}"
             if on_bad_record == "error":
@@ -266,6 +270,15 @@ def _score(
     return report
 
 
+def _unusable(line: dict[str, Any]) -> str | None:
+    """Why a saved prediction cannot be scored, or None."""
+    if line["error"]:
+        return f"generation failed: {line['error']}"
+    if not line["prediction"].strip():
+        return "the prediction is empty"
+    return None
+
+
 def _write_outputs(report: EvalReport, items: list[EvalItem], predictions: dict[str, dict[str, Any]]) -> None:
     rows = []
     for item in items:
@@ -279,7 +292,7 @@ def _write_outputs(report: EvalReport, items: list[EvalItem], predictions: dict[
             "question_type": item.question_type,
             "error": line["error"],
         }
-        if item.kind == "vqa" and not line["error"] and line["prediction"].strip():
+        if item.kind == "vqa" and not _unusable(line):
             row["accuracy"] = vqa_accuracy(line["prediction"], item.references)
         rows.append(row)
     output = report.output

@@ -42,9 +42,10 @@ class Scene:
         return {"colour": self.colour, "kind": self.kind, "count": COUNT_WORDS[self.count]}[attribute]
 
     def caption(self) -> str:
-        """E.g. "three green squares on a white background": past four words, so BLEU-4 has 4-grams to count."""
-        plural = "s" if self.count > 1 else ""
-        return f"{COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural} on a white background"
+        """E.g. "there are three green squares": five words, so BLEU-4 has 4-grams to count, and all but "there" tell
+        what the picture shows."""
+        verb, plural = ("are", "s") if self.count > 1 else ("is", "")
+        return f"there {verb} {COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural}"
 
 
 def draw_scene(scene: Scene, size: int = 64, grid: int = 2) -> Image.Image:

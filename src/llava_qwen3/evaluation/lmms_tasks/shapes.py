@@ -13,14 +13,16 @@ from PIL import Image
 from llava_qwen3.evaluation.vqa import vqa_accuracy
 from llava_qwen3.training.synthetic import QUESTIONS, draw_scene, random_scenes
 
-DATASET_FOLDER = "llava_qwen3_shapes"  # the YAML's dataset_path
+# The YAML's dataset_path. Not the task's name: lmms-eval reads `--tasks NAME` as a folder of task YAMLs when the
+# working directory holds a folder of that name.
+DATASET_FOLDER = "llava_qwen3_shapes_data"
 SPLIT = "test"  # the YAML's test_split
 
 
 def write_task_data(folder: str | Path, number: int = 60, split: str = "held_out", seed: int = 7) -> Path:
     """Writes the task's data, one question per attribute about `number` pictures of `split` (the unseen colour-shape
-    pairs by default), as a `datasets` folder `folder/llava_qwen3_shapes` with one `test` split; returns the split's
-    folder, which `llava-qwen3-eval` reads as it is."""
+    pairs by default), as a `datasets` folder `folder/llava_qwen3_shapes_data` with one `test` split; returns the
+    split's folder, which `llava-qwen3-eval` reads as it is."""
     import datasets
 
     rows: dict[str, list[Any]] = {"id": [], "image": [], "question": [], "answers": [], "question_type": []}
