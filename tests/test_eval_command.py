@@ -82,7 +82,7 @@ def test_a_crashed_run_resumes_without_losing_or_redoing_a_prediction(backend, t
     saved = log.read_text().splitlines()
     assert len(saved) == 4  # the two batches made before the crash are on disk
     with open(log, "a") as file:
-        file.write('{"id": "4", "predic')  # a line cut short by the crash
+        file.write('{"id": "4", "prediction": ""}')  # a line cut short by the crash, before its newline
     resumed = _CrashingBackend(backend, calls=2)  # the three records left take two batches
     report = evaluate(resumed, data, tmp_path / "out", **settings)
     assert resumed.calls == 0

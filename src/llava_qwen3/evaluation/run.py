@@ -174,8 +174,8 @@ def _claim_folder(output: Path, run: EvalRun) -> None:
 
 
 def _read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """The predictions saved by earlier runs, by id. A last line cut short by a crash is dropped (and cut from the
-    file), so its record is generated again."""
+    """The predictions saved by earlier runs, by id. A last line cut short by a crash (no newline yet, or not JSON) is
+    dropped and cut from the file, so its record is generated again and the next line starts on a line of its own."""
     if not path.is_file():
         return {}
     predictions = {}
@@ -183,8 +183,10 @@ def _read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     with open(path, "rb") as log:
         for raw in log:
             try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no newline")
                 line = json.loads(raw)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError is one
                 logger.warning("dropping an incomplete line at the end of %s (an interrupted write)", path)
                 break
             predictions[line["id"]] = line
