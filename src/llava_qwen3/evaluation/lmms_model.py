@@ -16,6 +16,7 @@ from typing import Any
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..inference import BACKENDS, GenerationRequest, GenerationSettings, load_backend
@@ -80,7 +81,11 @@ class LlavaQwen3Lmms(lmms):
 
     def _request(self, instance: Instance) -> GenerationRequest:
         context, generation_kwargs, doc_to_visual, doc_id, task, split = instance.args
-        images = [image.convert("RGB") for image in doc_to_visual(self.task_dict[task][split][doc_id])]
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+        if not all(isinstance(visual, Image.Image) for visual in visuals):
+            kinds = sorted({type(visual).__name__ for visual in visuals})
+            raise ValueError(f"llava_qwen3 takes images (PIL); task {task!r} gives {', '.join(kinds)}.")
+        images = [visual.convert("RGB") for visual in visuals]
         question = with_image_placeholders(context, len(images))
         return GenerationRequest(question_record(self.backend, question, images), self._settings(generation_kwargs))
 
