@@ -53,5 +53,6 @@ def test_caption_metrics_of_the_captioning_demo_are_far_above_a_blank_picture_co
     pictures = evaluate(backend, data, tmp_path / "pictures", progress=False).metrics
     control = evaluate(backend, data, tmp_path / "control", image_folder=blank, progress=False).metrics
     print(f"captions of the pictures: {pictures}\ncaptions of blank pictures: {control}")
-    assert pictures["Bleu_4"] >= 0.6 and pictures["CIDEr"] >= 3.0
-    assert pictures["Bleu_4"] >= 3 * control["Bleu_4"] and pictures["CIDEr"] >= 5 * control["CIDEr"]
+    # Measured: BLEU-4 1.00 and CIDEr-D 10.0 (every caption right) against 0.25 and 1.61 for blank pictures.
+    assert pictures["Bleu_4"] >= 0.8 and pictures["CIDEr"] >= 5.0
+    assert pictures["Bleu_4"] >= control["Bleu_4"] + 0.5 and pictures["CIDEr"] >= 4 * control["CIDEr"]
