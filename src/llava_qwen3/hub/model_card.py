@@ -10,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
+from ..evaluation.run import EVAL_FOLDER, TABLE_FILE
 from ..modeling import MODEL_PARTS
 from ..modeling.modeling_llava_qwen3 import part_of
 
@@ -100,7 +101,8 @@ print(pipe(text=messages, max_new_tokens=40, return_full_text=False)[0]["generat
 
 
 def results_sections(folder: Path) -> str:
-    """Training and evaluation sections from the metric files transformers' Trainer writes, where present."""
+    """Training and evaluation sections from the metric files transformers' Trainer writes, and the tables of
+    `llava-qwen3-eval` runs kept in the folder's eval/ (their results.md), where present."""
     sections = ""
     for file_name, title in (("train_results.json", "Training"), ("eval_results.json", "Evaluation")):
         path = folder / file_name
@@ -108,6 +110,10 @@ def results_sections(folder: Path) -> str:
             metrics = json.loads(path.read_text())
             rows = "\n".join(f"| {name} | {_format_metric(value)} |" for name, value in sorted(metrics.items()))
             sections += f"\n## {title}\n\n| metric | value |\n| --- | --- |\n{rows}\n"
+    eval_tables = sorted((folder / EVAL_FOLDER).glob(f"*/{TABLE_FILE}"))
+    if eval_tables:
+        heading = "" if "## Evaluation" in sections else "\n## Evaluation\n"
+        sections += heading + "".join(f"\n{path.read_text(encoding='utf-8')}" for path in eval_tables)
     return sections
 
 

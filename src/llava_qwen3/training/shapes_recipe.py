@@ -31,16 +31,18 @@ def train_on_shapes(
     learning_rate: float = 1e-3,
     blank: bool = False,
     seed: int = 0,
+    tasks: tuple[str, ...] = tuple(QUESTIONS),
 ) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
     """A tiny model (32-px tower, 2+2 layers) trained end to end on `scenes` training pictures, asked about colour,
-    shape and count; `blank` replaces every picture by a white one. Saved to `output` when given."""
+    shape and count (the `tasks`; "caption" adds or, alone, makes a captioning model: "three green squares");
+    `blank` replaces every picture by a white one. Saved to `output` when given."""
     with tempfile.TemporaryDirectory() as scratch:
         model, processor = build_tiny_checkpoint(scratch, image_size=32, seed=seed)
         examples = [
             example
             for scene in random_scenes(scenes, "train", seed)
             for example in question_examples(scene, _picture(scene, blank))
-            if example["attribute"] in QUESTIONS
+            if example["attribute"] in tasks
         ]
         configure_stage(model, "full", train_vision_tower=True)  # from scratch: every part learns
         args = TrainingArguments(

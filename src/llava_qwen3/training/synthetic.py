@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..record_sources import DEFAULT_CAPTION_PROMPT
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 KINDS = ("circle", "square", "triangle")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
@@ -21,6 +23,8 @@ QUESTIONS = {
     "kind": "What shape are they?",
     "count": "How many shapes are there?",
 }
+# What a picture can be asked: the attribute questions and a caption.
+TASKS = (*QUESTIONS, "caption")
 # Held out: each colour misses one kind in training.
 HELD_OUT_PAIRS = {("red", "triangle"), ("green", "circle"), ("blue", "square"), ("yellow", "triangle")}
 
@@ -38,8 +42,10 @@ class Scene:
         return {"colour": self.colour, "kind": self.kind, "count": COUNT_WORDS[self.count]}[attribute]
 
     def caption(self) -> str:
-        plural = "s" if self.count > 1 else ""
-        return f"{COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural}"
+        """E.g. "there are three green squares": five words, so BLEU-4 has 4-grams to count, and all but "there" tell
+        what the picture shows."""
+        verb, plural = ("are", "s") if self.count > 1 else ("is", "")
+        return f"there {verb} {COUNT_WORDS[self.count]} {self.colour} {self.kind}{plural}"
 
 
 def draw_scene(scene: Scene, size: int = 64, grid: int = 2) -> Image.Image:
@@ -91,7 +97,7 @@ def question_examples(scene: Scene, image: Image.Image) -> list[dict]:
     examples.append(
         {
             "messages": [
-                {"role": "user", "content": "<image>\nDescribe the picture."},
+                {"role": "user", "content": f"<image>\n{DEFAULT_CAPTION_PROMPT}"},
                 {"role": "assistant", "content": scene.caption()},
             ],
             "images": [image],
@@ -101,26 +107,35 @@ def question_examples(scene: Scene, image: Image.Image) -> list[dict]:
     return examples
 
 
-def write_dataset(folder: str | Path, number: int, split: str, seed: int, size: int = 64) -> Path:
-    """Writes PNG pictures and a LLaVA conversation JSON (`<split>.json`) to `folder`; returns the JSON's path."""
+def write_dataset(
+    folder: str | Path, number: int, split: str, seed: int, size: int = 64, tasks: tuple[str, ...] = tuple(QUESTIONS)
+) -> Path:
+    """Writes PNG pictures and a JSON record list (`<split>.json`) to `folder`; returns the JSON's path.
+
+    Each picture gets one LLaVA conversation record per attribute question in `tasks` (its `question_type` names the
+    attribute) and, when `tasks` holds "caption", one caption record.
+    """
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"tasks {unknown} are unknown; expected some of {', '.join(TASKS)}.")
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for index, scene in enumerate(random_scenes(number, split, seed)):
         name = f"images/{split}-{index:05d}.png"
         draw_scene(scene, size).save(folder / name)
-        for attribute, question in QUESTIONS.items():
-            records.append(
-                {
-                    "id": f"{split}-{index}-{attribute}",
-                    "image": name,
-                    "conversations": [
-                        {"from": "human", "value": f"<image>\n{question}"},
-                        {"from": "gpt", "value": scene.answer(attribute)},
-                    ],
-                    "scene": asdict(scene),
-                }
-            )
+        for attribute in tasks:
+            record = {"id": f"{split}-{index}-{attribute}", "image": name}
+            if attribute == "caption":
+                record["text"] = scene.caption()
+            else:
+                question = QUESTIONS[attribute]
+                record["conversations"] = [
+                    {"from": "human", "value": f"<image>\n{question}"},
+                    {"from": "gpt", "value": scene.answer(attribute)},
+                ]
+                record["question_type"] = attribute
+            records.append({**record, "scene": asdict(scene)})
     path = folder / f"{split}.json"
     path.write_text(json.dumps(records, indent=1))
     return path
