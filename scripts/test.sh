@@ -37,6 +37,6 @@ cross=$(mktemp -d)
 rm -rf "$cross"
 
 echo "== pytest on transformers 4.57"
-.venv-test-457/bin/python -m pytest -q -p no:cacheprovider
+.venv-test-457/bin/python -m pytest -q -rs -p no:cacheprovider
 echo "== pytest on transformers 5"
-.venv-test/bin/python -m pytest -q -p no:cacheprovider
+.venv-test/bin/python -m pytest -q -rs -p no:cacheprovider

@@ -20,7 +20,7 @@ import time
 
 import pytest
 import torch
-from conftest import draw_image
+from helpers import draw_image
 from vllm_checkpoints import (
     ENGINE_ENV,
     MAX_NEW_TOKENS,

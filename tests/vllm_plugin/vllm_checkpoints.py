@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from conftest import draw_image
+from helpers import draw_image
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
