@@ -11,8 +11,22 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
-from transformers import TrainingArguments
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    Qwen3ForCausalLM,
+    SiglipImageProcessor,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+    TrainingArguments,
+)
 
+from llava_qwen3.conversion import tiny_config, train_tokenizer
+from llava_qwen3.conversion.tiny import image_processor_for
 from llava_qwen3.training import from_llava_record
 
 TRANSFORMERS_MAJOR = int(__import__("transformers").__version__.split(".")[0])
@@ -76,3 +90,82 @@ def colour_examples() -> list[dict]:
         from_llava_record({"conversations": [question, {"from": "gpt", "value": answer}]}, [draw_image(index)])
         for index, answer in enumerate(answers)
     ]
+
+
+def write_tiny_parts(root: Path) -> Path:
+    """Tiny pretrained parts in `root`: a full CLIPModel (`clip`), a SigLIP vision model (`siglip`), a Qwen3 causal LM
+    with its tokenizer (`qwen3`), as a user has them before `llava-qwen3-build`."""
+    tokenizer = train_tokenizer(with_image_token=False)
+    reference = tiny_config(vocab_size=len(tokenizer), image_token_id=0)
+    torch.manual_seed(0)
+    text_config = reference.text_config
+    text_config.vocab_size = len(tokenizer) + 6  # padded like Qwen's embedding matrix
+    Qwen3ForCausalLM(text_config).save_pretrained(root / "qwen3")
+    tokenizer.save_pretrained(root / "qwen3")
+
+    vision = reference.vision_config.to_dict()
+    clip = CLIPConfig(
+        vision_config=vision,
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "vocab_size": 99,
+        },
+    )
+    CLIPModel(clip).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    siglip = {
+        key: vision[key]
+        for key in (
+            "image_size",
+            "patch_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        )
+    }
+    SiglipVisionModel(SiglipVisionConfig(**siglip)).save_pretrained(root / "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "siglip")
+    return root
+
+
+def save_tiny_llava(
+    folder: Path, vision: str, strategy: str, act: str = "gelu", text_model_type: str = "qwen3"
+) -> LlavaProcessor:
+    """A tiny transformers `LlavaForConditionalGeneration` checkpoint (Qwen3 text unless told) with its processor, as
+    `llava-qwen3-import` takes them."""
+    tokenizer = train_tokenizer()
+    reference = tiny_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), vision=vision)
+    text_config = reference.text_config.to_dict()
+    if text_model_type != "qwen3":
+        text_config = {
+            "model_type": text_model_type,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "vocab_size": len(tokenizer),
+        }
+    config = LlavaConfig(
+        vision_config=reference.vision_config.to_dict(),
+        text_config=text_config,
+        image_token_index=reference.image_token_id,
+        projector_hidden_act=act,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy=strategy,
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor = LlavaProcessor(
+        image_processor_for(reference),
+        tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1 if vision == "clip" else 0,
+        chat_template="{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+    )
+    processor.save_pretrained(folder)
+    return processor

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TRANSFORMERS_MAJOR, draw_image, run_fresh_python
+from helpers import TRANSFORMERS_MAJOR, draw_image, run_fresh_python, write_tiny_parts
 from safetensors.torch import save_file
 from transformers import (
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen3ForCausalLM,
-    SiglipImageProcessor,
-    SiglipVisionConfig,
-    SiglipVisionModel,
 )
 
-from llava_qwen3.conversion import tiny_config, train_tokenizer
 from llava_qwen3.conversion.build import build_checkpoint, main
 
 pytestmark = pytest.mark.slow
@@ -26,43 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    """Tiny pretrained parts on disk: a full CLIPModel, a SigLIP vision model, a Qwen3 causal LM with tokenizer."""
-    root = tmp_path_factory.mktemp("parts")
-    tokenizer = train_tokenizer(with_image_token=False)
-    reference = tiny_config(vocab_size=len(tokenizer), image_token_id=0)
-    torch.manual_seed(0)
-    text_config = reference.text_config
-    text_config.vocab_size = len(tokenizer) + 6  # padded like Qwen's embedding matrix
-    Qwen3ForCausalLM(text_config).save_pretrained(root / "qwen3")
-    tokenizer.save_pretrained(root / "qwen3")
-
-    vision = reference.vision_config.to_dict()
-    clip = CLIPConfig(
-        vision_config=vision,
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 4,
-            "vocab_size": 99,
-        },
-    )
-    CLIPModel(clip).save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
-    siglip = {
-        key: vision[key]
-        for key in (
-            "image_size",
-            "patch_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-        )
-    }
-    SiglipVisionModel(SiglipVisionConfig(**siglip)).save_pretrained(root / "siglip")
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "siglip")
-    return root
+    return write_tiny_parts(tmp_path_factory.mktemp("parts"))
 
 
 @pytest.mark.parametrize("vision", ["clip", "siglip"])

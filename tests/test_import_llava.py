@@ -4,55 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import draw_image
-from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from helpers import draw_image, save_tiny_llava
+from transformers import LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
-from llava_qwen3.conversion import tiny_config, train_tokenizer
 from llava_qwen3.conversion.import_llava import import_llava_checkpoint, main
-from llava_qwen3.conversion.tiny import image_processor_for
 
 pytestmark = pytest.mark.slow
 
 
-def _save_llava(folder, vision: str, strategy: str, act: str = "gelu", text_model_type: str = "qwen3"):
-    tokenizer = train_tokenizer()
-    reference = tiny_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), vision=vision)
-    text_config = reference.text_config.to_dict()
-    if text_model_type != "qwen3":
-        text_config = {
-            "model_type": text_model_type,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 4,
-            "vocab_size": len(tokenizer),
-        }
-    config = LlavaConfig(
-        vision_config=reference.vision_config.to_dict(),
-        text_config=text_config,
-        image_token_index=reference.image_token_id,
-        projector_hidden_act=act,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy=strategy,
-    )
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(folder)
-    processor = LlavaProcessor(
-        image_processor_for(reference),
-        tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy=strategy,
-        num_additional_image_tokens=1 if vision == "clip" else 0,
-        chat_template="{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
-    )
-    processor.save_pretrained(folder)
-    return processor
-
-
 @pytest.mark.parametrize("vision, strategy", [("clip", "default"), ("clip", "full"), ("siglip", "full")])
 def test_import_gives_equal_logits(tmp_path, vision, strategy):
-    llava_processor = _save_llava(tmp_path / "llava", vision, strategy)
+    llava_processor = save_tiny_llava(tmp_path / "llava", vision, strategy)
     output = import_llava_checkpoint(str(tmp_path / "llava"), tmp_path / "imported")
 
     llava = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").eval()
@@ -85,7 +48,7 @@ def test_import_gives_equal_logits(tmp_path, vision, strategy):
     ],
 )
 def test_import_refuses_what_it_cannot_reproduce(tmp_path, capsys, vision, strategy, act, text_model_type, message):
-    _save_llava(tmp_path / "llava", vision, strategy, act=act, text_model_type=text_model_type)
+    save_tiny_llava(tmp_path / "llava", vision, strategy, act=act, text_model_type=text_model_type)
     with pytest.raises(SystemExit) as stop:
         main(["--source", str(tmp_path / "llava"), "--output", str(tmp_path / "out")])
     assert stop.value.code == 2
