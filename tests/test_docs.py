@@ -27,7 +27,7 @@ from llava_qwen3.conversion.modalities import add_modality
 from llava_qwen3.conversion.writing import write_checkpoint
 from llava_qwen3.training.synthetic import write_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_line]  # the examples drive the model through public APIs only
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(

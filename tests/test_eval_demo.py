@@ -13,7 +13,7 @@ from llava_qwen3.inference import load_backend
 from llava_qwen3.training.shapes_recipe import shapes_accuracy, train_on_shapes
 from llava_qwen3.training.synthetic import QUESTIONS, write_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_line]  # evaluation drives the inference backends only
 
 
 def test_held_out_accuracy_equals_the_training_tests_on_torch_and_onnx_fp32_and_int8_costs_little(
