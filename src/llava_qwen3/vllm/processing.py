@@ -31,7 +31,7 @@ from vllm.multimodal.processing import (
     TimingContext,
 )
 
-from ..records import load_embedding
+from ..inference.records import load_embedding
 
 IMAGE = "image"
 
