@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import io
+import os
 import platform
 import tempfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from llava_qwen3.serving import ServerLimits
 from llava_qwen3.serving.launcher import ServerProcess
 from llava_qwen3.training.synthetic import QUESTIONS, draw_scene, random_scenes
 
@@ -69,12 +71,24 @@ async def run_clients(url: str, clients: int, per_client: int, bodies: list[dict
     }
 
 
+def machine() -> str:
+    """The CPU's model name and count."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint folder (or ONNX export with --backend onnx); default: train one")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--variant", help="ONNX graphs (default: the server's, INT8)")
-    parser.add_argument("--requests", type=int, default=8, help="requests per client [8]")
+    parser.add_argument("--requests", type=int, default=16, help="requests per client [16]")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="the engine's threads; the clients need the other cores [1]"
+    )
+    parser.add_argument("--batch-wait-ms", type=float, default=ServerLimits.batch_wait_ms, help="the server's option")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request [16]")
     args = parser.parse_args()
 
@@ -90,7 +104,8 @@ def main() -> None:
                 from llava_qwen3.conversion.export_onnx import export_onnx
 
                 model = str(export_onnx(trained, Path(scratch) / "onnx", processor=processor, quantize=("quantized",)))
-        server_args = ["--model", model, "--backend", args.backend, "--max-batch-size", "32", "--max-queue", "256"]
+        server_args = ["--model", model, "--backend", args.backend, "--threads", str(args.threads)]
+        server_args += ["--max-batch-size", "32", "--max-queue", "256", "--batch-wait-ms", str(args.batch_wait_ms)]
         if args.variant:
             server_args += ["--variant", args.variant]
         bodies = request_bodies(64, args.max_tokens)
@@ -100,7 +115,7 @@ def main() -> None:
                 clients: asyncio.run(run_clients(server.url, clients, args.requests, bodies)) for clients in CONCURRENCY
             }
 
-    print(f"\nmachine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}")
+    print(f"\nmachine: {machine()}, Python {platform.python_version()}")
     print(f"backend: {args.backend}{' ' + args.variant if args.variant else ''}, max_tokens {args.max_tokens}")
     print(f"{'clients':>7} {'requests':>8} {'seconds':>8} {'requests/s':>10} {'tokens/s':>9} {'errors':>6} {'vs 1':>6}")
     for clients, result in results.items():

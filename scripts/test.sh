@@ -9,7 +9,7 @@ make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
   python3 -m venv "$1"
   "$1/bin/pip" install -q --upgrade pip
   "$1/bin/pip" install -q torch==2.13.0  # the CPU build; must come before anything that pulls torch in
-  "$1/bin/pip" install -q -e ".[dev,train,onnx]" "$2"
+  "$1/bin/pip" install -q -e ".[dev,train,onnx,serve]" "$2"
 }
 
 make_venv .venv-test "transformers>=5,<6"
@@ -19,6 +19,12 @@ make_venv .venv-test-457 "transformers==4.57.*"
 # GPU binaries from NuGet; its CPU binaries ship in the npm package.
 command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 (cd tests/js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error)
+
+# Debian's Chromium for the serving web page test (driven by playwright's Python client, which never downloads a
+# browser) and curl for its multipart requests.
+if ! command -v chromium >/dev/null || ! command -v curl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium curl
+fi
 
 echo "== ruff"
 .venv-test/bin/ruff check src tests benchmarks

@@ -52,7 +52,9 @@ def pictures(tmp_path_factory) -> list[Path]:
 def demo_server(demo_model, tmp_path_factory):
     folder = demo_model[0]
     log = tmp_path_factory.mktemp("logs") / "torch-server.log"
-    with ServerProcess(["--model", str(folder), "--served-model-name", "demo"], log_path=log) as server:
+    # One engine thread: the test's own clients need the other core of a small machine.
+    args = ["--model", str(folder), "--served-model-name", "demo", "--threads", "1"]
+    with ServerProcess(args, log_path=log) as server:
         yield server
 
 
@@ -249,6 +251,7 @@ def test_32_concurrent_clients_get_their_answers_without_an_error(demo_server, d
 @pytest.mark.slow
 def test_the_onnx_backend_gives_the_torch_backends_greedy_text(demo_server, demo_onnx_export, pictures, tmp_path):
     args = ["--model", str(demo_onnx_export), "--backend", "onnx", "--variant", "fp32", "--served-model-name", "demo"]
+    args += ["--threads", "1"]
     with ServerProcess(args, log_path=tmp_path / "onnx-server.log") as onnx_server:
         assert httpx.get(onnx_server.url + "/health").json()["backend"] == "onnx"
         for path, question in zip(pictures, QUESTIONS.values(), strict=True):

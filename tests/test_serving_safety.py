@@ -6,6 +6,7 @@ beside good ones in a batch; clients that leave stop their generation; a full qu
 from __future__ import annotations
 
 import base64
+import copy
 import http.server
 import io
 import json
@@ -129,6 +130,8 @@ def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-m1")
     model, processor = build_tiny_checkpoint(folder)
     add_modality(model, processor, "m1", input_dim=8)
+    # No stop token: a request runs for exactly its max_tokens, whatever the random weights say.
+    model.generation_config.eos_token_id = None
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     picture = png_bytes(draw_image(3))
@@ -145,6 +148,7 @@ def setup(tmp_path_factory):
     threading.Thread(target=host.serve_forever, daemon=True).start()
     options = [f"--{name.replace('_', '-')}={value}" for name, value in LIMITS.items()]
     args = ["--model", str(folder), "--api-key", KEY, "--allow-image-host", image_host, "--batch-wait-ms", "100"]
+    args += ["--threads", "1"]
     log = tmp_path_factory.mktemp("logs") / "safety-server.log"
     try:
         with ServerProcess(args + options, log_path=log) as server:
@@ -457,7 +461,10 @@ def serve_in_thread(app):
 
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_clip):
+    """The tiny model without a stop token, so a request runs for exactly its max_tokens."""
     _, model, processor = tiny_clip
+    model = copy.deepcopy(model)
+    model.generation_config.eos_token_id = None
     return TorchBackend(model, processor)
 
 

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the engine [torch]")
     parser.add_argument("--variant", help="ONNX graphs: quantized (INT8, default), fp32 or q4")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda [cuda where present, else cpu]")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads the engine uses for a batch [the engine's default: one per core]"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
     parser.add_argument("--served-model-name", help="the model's name in the API [the model folder's name]")
@@ -58,12 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backend_options(args: argparse.Namespace) -> dict:
+    """`load_backend`'s options from the command line (for torch, `--threads` sets the process' thread count)."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive number, got {args.threads}.")
     if args.backend == "onnx":
         if args.device is not None:
             raise ValueError("--device is for the torch backend; the onnx backend runs on onnxruntime's CPU provider.")
-        return {} if args.variant is None else {"variant": args.variant}
+        options = {} if args.variant is None else {"variant": args.variant}
+        if args.threads is not None:
+            import onnxruntime
+
+            options["session_options"] = onnxruntime.SessionOptions()
+            options["session_options"].intra_op_num_threads = args.threads
+        return options
     if args.variant is not None:
         raise ValueError("--variant picks ONNX graphs; it needs --backend onnx.")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     return {} if args.device is None else {"device": args.device}
 
 
