@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,9 @@ from llava_qwen3.serving.launcher import ServerProcess
 from llava_qwen3.training.synthetic import QUESTIONS, draw_scene, random_scenes
 
 MAX_TOKENS = 12
-ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+DOCS_SERVER = "http://127.0.0.1:8000"  # where docs/serving.md's examples expect the server
 # Chromium's flags here: without the background-networking ones its connections are refused on this machine.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -205,6 +208,28 @@ def test_chat_continues_a_conversation_kept_by_the_server(demo_server, demo_mode
     assert other.status_code == 404 and other.json()["error"]["code"] == "conversation_not_found"
 
 
+def docs_examples(language: str, server: ServerProcess) -> list[str]:
+    """The `language` code blocks of docs/serving.md that talk to a running server, pointed at `server`."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+    examples = [block for block in blocks if DOCS_SERVER in block and "llava-qwen3-serve" not in block]
+    return [block.replace(DOCS_SERVER, server.url) for block in examples]
+
+
+def test_the_docs_examples_run_as_written(demo_server, pictures, tmp_path):
+    (tmp_path / "picture.png").write_bytes(pictures[0].read_bytes())
+    examples = [(["bash", "-euo", "pipefail", "-c"], code) for code in docs_examples("bash", demo_server)]
+    examples += [([sys.executable, "-c"], code) for code in docs_examples("python", demo_server)]
+    assert len(examples) == 4
+    outputs = []
+    for command, code in examples:
+        result = subprocess.run([*command, code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout.strip(), f"{code}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert outputs[0].count('"finish_reason":"stop"') == 3 and outputs[1].endswith("data: [DONE]\n\n")
+    assert "unknown_modality" in outputs[3]  # the demo model has no m1: the documented 400
+
+
 def _batch_counts(metrics: str) -> tuple[float, float]:
     """(batches decoded, batches of one request) from the Prometheus text."""
     values = {}
@@ -295,6 +320,10 @@ def test_the_web_page_streams_an_answer_about_an_uploaded_image(demo_server, dem
     max_new_tokens = ServerLimits().default_max_tokens  # the page leaves max_tokens to the server
     asked = [(pictures[0], QUESTIONS["kind"]), (pictures[1], QUESTIONS["colour"])]
     expected = [model_answer(demo_model, [template_turn(q)], [path], max_new_tokens)[0] for path, q in asked]
+    docs = (ROOT / "docs" / "serving.md").read_text()
+    # The docs' browser example asks this (text only) and reads the stream.
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+    whole = httpx.post(demo_server.url + "/v1/chat/completions", json=body).json()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "serving-web-page.png"
     with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
@@ -314,20 +343,25 @@ def test_the_web_page_streams_an_answer_about_an_uploaded_image(demo_server, dem
             page.wait_for_function(f"document.getElementById('drop-text').textContent === '{pictures[1].name}'")
             _ask_on_page(page, asked[1][1])
             assert page.inner_text("#answer") == expected[1]
+            (script,) = [block for block in re.findall(r"```javascript\n(.*?)```", docs, re.DOTALL)]
+            streamed = page.evaluate(f"async () => {{ {script}\n return answer; }}")
         finally:
             browser.close()
     assert len(set(shown)) >= 2 and shown[-1] == expected[0], f"the answer did not stream in: {shown}"
+    assert streamed == whole["choices"][0]["message"]["content"]
     assert screenshot.stat().st_size > 0
     print(f"web page screenshot: {screenshot}")
 
 
-def test_the_command_lists_every_limit_and_refuses_a_missing_model():
+def test_the_command_and_the_docs_list_every_limit_and_a_missing_model_is_refused():
     command = str(Path(sys.executable).parent / "llava-qwen3-serve")
     result = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    documented = dict(re.findall(r"^\| `(--[a-z-]+)` \| ([^|]+) \|", (ROOT / "docs" / "serving.md").read_text(), re.M))
     for item in fields(ServerLimits):
         flag = "--allow-image-host" if item.name == "allowed_image_hosts" else "--" + item.name.replace("_", "-")
         assert flag in result.stdout
+        assert documented[flag].strip() == (str(item.default) if item.default != () else "none"), flag
     missing = subprocess.run(
         [command, "--model", "/no/such/folder", "--port", "9"], capture_output=True, text=True, timeout=120
     )
