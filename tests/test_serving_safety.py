@@ -512,6 +512,24 @@ def test_a_request_past_its_timeout_answers_504_and_stops(tiny_backend):
         assert httpx.post(url + "/v1/chat/completions", json=_text_body(1)).status_code == 200
 
 
+def test_an_engine_fault_fails_its_batch_with_500_and_the_worker_lives_on(tiny_backend, monkeypatch):
+    decode = tiny_backend.generate
+    calls = []
+
+    def fails_once(requests):  # a fault injected into the real backend's first batch
+        calls.append(len(requests))
+        if len(calls) == 1:
+            raise RuntimeError("injected engine fault")
+        return decode(requests)
+
+    monkeypatch.setattr(tiny_backend, "generate", fails_once)
+    with serve_in_thread(create_app(tiny_backend, ServerLimits(), ServerOptions(model_name="tiny"))) as url:
+        failed = httpx.post(url + "/v1/chat/completions", json=_text_body(2))
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "engine_error"
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+        assert httpx.post(url + "/v1/chat/completions", json=_text_body(2)).status_code == 200
+
+
 def test_conversations_are_bounded_in_number_time_and_bytes():
     from llava_qwen3.serving.conversations import ConversationStore
     from llava_qwen3.serving.prompts import Conversation

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import __version__
 from ..inference import InferenceBackend
@@ -51,33 +51,39 @@ def create_app(
     install_error_handlers(app)
 
     @app.exception_handler(ClientDisconnected)
-    async def _gone(request, error):  # nobody reads this answer; it only closes the request's books
-        return Response(status_code=499)
+    async def _gone(request: Request, error: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody reads this answer; it only closes the request's books
 
     app.add_middleware(BodySizeLimit, max_bytes=server.limits.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=server.metrics)  # added last: outermost, so it sees every answer
     app.include_router(openai_routes.router)
     app.include_router(rest_routes.router)
 
-    @app.get("/health", tags=["operations"])
-    async def health(server: ServiceDependency) -> Health:
-        """Whether the model is loaded, where it runs, and how many requests wait or decode."""
-        return Health(
+    @app.get("/health", tags=["operations"], responses={503: {"model": Health}})
+    async def health(server: ServiceDependency) -> JSONResponse:
+        """Whether the model is loaded and its worker runs (else 503), where it runs, and how many requests wait or
+        decode."""
+        running = server.batcher.running
+        state = Health(
+            status="ok" if running else "unavailable",
             model=server.options.model_name,
-            model_loaded=True,
+            model_loaded=True,  # the app is made around a loaded backend
             backend=server.backend.name,
             device=server.backend.device,
             queue_depth=server.batcher.queue_depth,
             decoding=server.batcher.decoding,
         )
+        return JSONResponse(state.model_dump(), status_code=200 if running else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics(server: ServiceDependency) -> Response:
         """Prometheus metrics: requests, latency, tokens, batch sizes, queue depth."""
         return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     return app

@@ -85,6 +85,11 @@ class Batcher:
         """Requests in the batch being decoded."""
         return len(self._batch)
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive and not stopping."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
     def start(self) -> None:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llava-qwen3-batcher", daemon=True)

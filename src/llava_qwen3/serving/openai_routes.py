@@ -82,9 +82,13 @@ async def chat_completions(
     deadline = server.deadline()
     pending = server.submit(prompt, settings, stream=True)
     # Until the first event the answer may still be an error with its own status; after it the stream has begun.
-    first = await server.next_event(pending, deadline, request)
-    if not isinstance(first, str):
-        checked(first)
+    try:
+        first = await server.next_event(pending, deadline, request)
+        if not isinstance(first, str):
+            checked(first)
+    except BaseException:
+        server.batcher.withdraw(pending)
+        raise
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     chunks = _chunks(server, pending, first, deadline, completion_id, include_usage)
     return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

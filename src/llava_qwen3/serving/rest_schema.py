@@ -35,7 +35,7 @@ class ChatResponse(Answer):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "unavailable"] = Field(description="unavailable (with a 503) when the worker has stopped")
     model: str
     model_loaded: bool
     backend: str

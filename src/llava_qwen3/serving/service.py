@@ -96,10 +96,13 @@ class Service:
         """The finished generation of one request (see `checked` for how failures are answered)."""
         deadline = self.deadline()
         pending = self.submit(prompt, settings)
-        while True:
-            event = await self.next_event(pending, deadline, request)
-            if not isinstance(event, str):
-                return checked(event)
+        try:
+            while True:
+                event = await self.next_event(pending, deadline, request)
+                if not isinstance(event, str):
+                    return checked(event)
+        finally:
+            self.batcher.withdraw(pending)  # nothing to do once it has finished; stops it when this task was cancelled
 
 
 def checked(event: Generation | Exception) -> Generation:
