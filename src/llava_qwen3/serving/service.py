@@ -4,6 +4,7 @@ metrics, and the waiting for a request's answer with its timeout and its client'
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 
@@ -44,7 +45,9 @@ class Service:
         self.created = int(time.time())
         self.metrics = ServerMetrics()
         self.batcher = Batcher(backend, limits, self.metrics)
-        self.prompts = PromptBuilder(backend.processor, limits)
+        # A copy: the worker thread tokenizes with the backend's processor, and a fast tokenizer used from two threads
+        # at once fails ("Already borrowed"); the event loop counts prompt tokens with its own.
+        self.prompts = PromptBuilder(copy.deepcopy(backend.processor), limits)
         self.conversations = ConversationStore(
             limits.max_conversations, limits.conversation_ttl_s, limits.conversation_store_bytes
         )
