@@ -132,6 +132,8 @@ class Batcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            if not batch:  # everything waiting was withdrawn while the worker waited for company
+                continue
             try:
                 self._decode(batch)
             except Exception:  # the worker outlives anything a batch does

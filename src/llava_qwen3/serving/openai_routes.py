@@ -105,10 +105,10 @@ async def _chunks(
     """The server-sent events of one streamed completion, from its first `event` on. A client that leaves cancels
     the request (Starlette cancels this generator); a failure after the start arrives as an error event."""
 
-    def chunk(delta: Delta, finish_reason: str | None = None, usage_: Usage | None = None) -> str:
-        choices = [] if usage_ is not None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
+    def chunk(delta: Delta, finish_reason: str | None = None, counts: Usage | None = None) -> str:
+        choices = [] if counts is not None else [ChunkChoice(delta=delta, finish_reason=finish_reason)]
         message = ChatCompletionChunk(
-            id=completion_id, created=server.created, model=server.options.model_name, choices=choices, usage=usage_
+            id=completion_id, created=server.created, model=server.options.model_name, choices=choices, usage=counts
         )
         return f"data: {message.model_dump_json(exclude_none=True)}\n\n"
 
@@ -120,7 +120,7 @@ async def _chunks(
         generation = checked(event)
         yield chunk(Delta(), finish_reason=generation.finish_reason)
         if include_usage:
-            yield chunk(Delta(), usage_=usage(generation))
+            yield chunk(Delta(), counts=usage(generation))
     except ApiError as error:
         yield error.sse()
     finally:
