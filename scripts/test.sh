@@ -9,7 +9,7 @@ make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
   python3 -m venv "$1"
   "$1/bin/pip" install -q --upgrade pip
   "$1/bin/pip" install -q torch==2.13.0  # the CPU build; must come before anything that pulls torch in
-  "$1/bin/pip" install -q -e ".[dev,train,onnx,eval]" "$2"
+  "$1/bin/pip" install -q -e ".[dev,train,onnx,eval,serve]" "$2"
   bash scripts/install_lmms_eval.sh "$1"
 }
 
@@ -23,6 +23,12 @@ command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq node
 
 # Java for pycocoevalcap's PTB tokenizer and METEOR (the captioning metrics).
 command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq default-jre-headless; }
+
+# Debian's Chromium for the serving web page test (driven by playwright's Python client, which never downloads a
+# browser) and curl for its multipart requests.
+if ! command -v chromium >/dev/null || ! command -v curl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium curl
+fi
 
 echo "== ruff"
 .venv-test/bin/ruff check src tests benchmarks

@@ -7,6 +7,8 @@ import pytest
 import torch
 from helpers import draw_image, user_prompt
 
+from llava_qwen3.conversion import build_tiny_checkpoint
+from llava_qwen3.conversion.modalities import add_modality
 from llava_qwen3.inference import (
     GenerationRequest,
     GenerationSettings,
@@ -143,6 +145,19 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_is_unchanged(tiny_c
             assert [generations[i].text for i in (0, 2, 3)] == expected
             alone = backend.generate([GenerationRequest(bad_record, GREEDY)])[0]
             assert alone.finish_reason == "error" and message in alone.error
+
+
+def test_an_embedding_of_the_wrong_dimension_fails_alone(tmp_path):
+    model, processor = build_tiny_checkpoint(tmp_path)
+    add_modality(model, processor, "m1", input_dim=8)
+    backend = TorchBackend(model, processor)
+    record = {"text": "<m1>\nWhich?", "multimodal_data": {"multimodal_embeddings": {"m1": [torch.ones(8)]}}}
+    wrong = {**record, "multimodal_data": {"multimodal_embeddings": {"m1": [torch.ones(3, 5)]}}}
+    alone = backend.generate([GenerationRequest(record, GREEDY)])[0]
+    generations = backend.generate([GenerationRequest(record, GREEDY), GenerationRequest(wrong, GREEDY)])
+    assert generations[0].token_ids == alone.token_ids and alone.finish_reason != "error"
+    assert generations[1].finish_reason == "error"
+    assert "modality 'm1' item 0 has shape (3, 5); expected (8,) or (n, 8)" in generations[1].error
 
 
 def test_onnx_backend_refuses_embedding_records(onnx_backend):

@@ -37,6 +37,20 @@ def record_embeddings(record: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
     return {name: [load_embedding(item) for item in items] for name, items in embeddings.items()}
 
 
+def check_embedding_shapes(record: dict[str, Any], modalities: dict[str, dict[str, Any]]) -> None:
+    """A ValueError naming the first loaded embedding item a model with `modalities` (its config's) cannot take: each
+    must be `(input_dim,)` or `(n, input_dim)` of its modality. Checked while the record is processed, so a wrong item
+    fails its own request rather than the batch it would be decoded in."""
+    for name, items in record_embeddings(record).items():
+        expected = (modalities.get(name) or {}).get("input_dim")
+        for index, item in enumerate(items):
+            if expected is not None and (item.ndim not in (1, 2) or item.shape[-1] != expected):
+                raise ValueError(
+                    f"modality {name!r} item {index} has shape {tuple(item.shape)}; expected ({expected},) or "
+                    f"(n, {expected})."
+                )
+
+
 def with_loaded_embeddings(record: dict[str, Any]) -> dict[str, Any]:
     """The record with its embedding items loaded as tensors."""
     data = record.get("multimodal_data") or {}

@@ -14,7 +14,7 @@ from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .backend import InferenceBackend
 from .decoding import BatchDecoding
-from .records import with_loaded_embeddings
+from .records import check_embedding_shapes, with_loaded_embeddings
 
 
 class _ChooseForEachRequest(LogitsProcessor):
@@ -65,6 +65,8 @@ class TorchBackend(InferenceBackend):
 
     def _process(self, records: list[dict[str, Any]]) -> Any:
         records = [with_loaded_embeddings(record) for record in records]
+        for record in records:
+            check_embedding_shapes(record, self.model.config.modalities)
         return self.processor.process_records(records, return_tensors="pt")
 
     @torch.inference_mode()

@@ -1,0 +1,135 @@
+"""Chat messages -> the record a backend generates for, within the limits.
+
+Messages are rendered with the processor's own chat template (`apply_chat_template(messages,
+add_generation_prompt=True)`): an image part becomes an `{"type": "image"}` item and an `input_embedding` part an
+`{"type": "embedding"}` item, each in its place among the texts. Images are decoded here (see `images`) and handed on
+as PIL images; embeddings as float32 arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import ApiError
+from .images import decode_base64, image_from_url
+from .limits import ServerLimits
+from .openai_schema import ChatMessage, EmbeddingPart, ImagePart
+
+
+@dataclass
+class Conversation:
+    """Messages in the chat template's form and the images their `{"type": "image"}` items stand for, in order."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    embeddings: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class Prompt:
+    """A record for the inference interface and its prompt length in tokens (placeholders expanded)."""
+
+    record: dict[str, Any]
+    prompt_tokens: int
+
+
+class PromptBuilder:
+    """Turns conversations into records with the model's processor, refusing what exceeds the limits."""
+
+    def __init__(self, processor: Any, limits: ServerLimits) -> None:
+        self.processor = processor
+        self.limits = limits
+
+    def check_image_count(self, count: int, param: str = "messages") -> None:
+        """A 400 when a request holds more images than allowed (checked before any image is decoded)."""
+        if count > self.limits.max_images:
+            raise ApiError(
+                400,
+                f"the request holds {count} images; the limit is {self.limits.max_images} per request (max_images).",
+                param=param,
+                code="too_many_images",
+            )
+
+    async def from_openai(self, messages: list[ChatMessage]) -> Conversation:
+        """The conversation of OpenAI chat messages, its images fetched and decoded and its embeddings read."""
+        parts = [part for message in messages if not isinstance(message.content, str) for part in message.content]
+        self.check_image_count(sum(isinstance(part, ImagePart) for part in parts))
+        conversation = Conversation()
+        for index, message in enumerate(messages):
+            if isinstance(message.content, str):
+                conversation.messages.append({"role": message.role, "content": message.content})
+                continue
+            content = []
+            for number, part in enumerate(message.content):
+                param = f"messages.{index}.content.{number}"
+                if isinstance(part, ImagePart):
+                    image = await image_from_url(part.image_url.url, self.limits, f"{param}.image_url.url")
+                    conversation.images.append(image)
+                    content.append({"type": "image"})
+                elif isinstance(part, EmbeddingPart):
+                    embedding = await asyncio.to_thread(self._embedding, part, f"{param}.data")
+                    conversation.embeddings.setdefault(part.modality, []).append(embedding)
+                    token = self.processor.modality_tokens[part.modality]
+                    content.append({"type": "embedding", "modality": part.modality, "token": token})
+                else:
+                    content.append({"type": "text", "text": part.text})
+            conversation.messages.append({"role": message.role, "content": content})
+        return conversation
+
+    def _embedding(self, part: EmbeddingPart, param: str) -> np.ndarray:
+        """The float32 `(dim,)` or `(n, dim)` array of an `input_embedding` part."""
+        known = self.processor.modality_tokens
+        if part.modality not in known:
+            raise ApiError(
+                400,
+                f"modality {part.modality!r} is unknown to this model; it has: {', '.join(known) or 'none'}.",
+                param=param.removesuffix(".data") + ".modality",
+                code="unknown_modality",
+            )
+        data = decode_base64(part.data, self.limits, param)
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ApiError(
+                400, f"{param} is not a .npy file: {error}.", param=param, code="invalid_embedding"
+            ) from None
+        if not np.issubdtype(array.dtype, np.floating) or array.ndim not in (1, 2) or array.size == 0:
+            raise ApiError(
+                400,
+                f"{param} holds a {array.dtype} array of shape {array.shape}; expected floats of shape (dim,) or "
+                "(n, dim).",
+                param=param,
+                code="invalid_embedding",
+            )
+        if not np.isfinite(array).all():
+            raise ApiError(400, f"{param} holds NaN or infinite values.", param=param, code="invalid_embedding")
+        return array.astype(np.float32)
+
+    def prompt(self, conversation: Conversation) -> Prompt:
+        """The record of `conversation` with the generation prompt appended; a 400 when it is too long."""
+        self.check_image_count(len(conversation.images))
+        try:
+            text = self.processor.apply_chat_template(conversation.messages, add_generation_prompt=True)
+        except Exception as error:  # the template's own refusal of a message it cannot render
+            raise ApiError(400, f"the messages cannot be rendered: {error}.", param="messages") from None
+        tokens = len(self.processor.tokenizer(text)["input_ids"])
+        tokens += len(conversation.images) * (self.processor.image_seq_length - 1)
+        tokens += sum(len(np.atleast_2d(item)) - 1 for items in conversation.embeddings.values() for item in items)
+        if tokens > self.limits.max_prompt_tokens:
+            raise ApiError(
+                400,
+                f"the prompt is {tokens} tokens (each image counts {self.processor.image_seq_length}); the limit is "
+                f"{self.limits.max_prompt_tokens} (max_prompt_tokens).",
+                param="messages",
+                code="prompt_too_long",
+            )
+        record: dict[str, Any] = {"text": text, "images": list(conversation.images)}
+        if conversation.embeddings:
+            record["multimodal_data"] = {"multimodal_embeddings": dict(conversation.embeddings)}
+        return Prompt(record, tokens)
