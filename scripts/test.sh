@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates one virtual environment per transformers line (5.x and 4.57.x), installs the package with its test
 # extras and the Node project of the transformers.js test, lints, checks that checkpoints cross between the lines,
-# and runs the whole test suite on both.
+# and runs the test suite on both (the one_line tests, end-to-end tests of parts above the model, on 5 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +13,11 @@ make_venv() {  # make_venv DIR TRANSFORMERS_SPEC
   bash scripts/install_lmms_eval.sh "$1"
 }
 
-make_venv .venv-test "transformers>=5,<6"
-make_venv .venv-test-457 "transformers==4.57.*"
+# Both at once: installing is mostly waiting on disk, and CI has two cores.
+make_venv .venv-test "transformers>=5,<6" &
+make_venv .venv-test-457 "transformers==4.57.*" &
+wait -n  # each fails the script (set -e) if its install failed
+wait -n
 
 # transformers.js for the test that loads an ONNX export in Node. onnxruntime-node's install script would only fetch
 # GPU binaries from NuGet; its CPU binaries ship in the npm package.

@@ -7,7 +7,9 @@ import pytest
 
 from llava_qwen3.training.shapes_recipe import shapes_accuracy, train_on_shapes
 
-pytestmark = pytest.mark.slow
+# Trains two models (2 minutes); the image path it proves is the same code on both transformers lines, whose
+# training steps test_training.py checks on each.
+pytestmark = [pytest.mark.slow, pytest.mark.one_line]
 
 
 def test_trained_from_scratch_it_reads_the_pictures_and_blanked_it_cannot(demo_model):
