@@ -30,41 +30,7 @@ from llava_qwen3.inference.onnx_layout import external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
-QWEN3_0_6B = {
-    "model_type": "qwen3",
-    "vocab_size": 151936,
-    "hidden_size": 1024,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "max_position_embeddings": 40960,
-    "rope_theta": 1_000_000,
-    "tie_word_embeddings": True,
-}
-CLIP_VIT_B_32 = {
-    "model_type": "clip_vision_model",
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "image_size": 224,
-    "patch_size": 32,
-}
-
-
-class TokenClock:
-    """A streamer that stamps each put: the first is the prompt, the rest are generated tokens."""
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def put(self, value: object) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
+from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
 
 
 def full_size_model() -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
@@ -101,20 +67,6 @@ def timed(generate, repeats: int) -> tuple[float, float, np.ndarray]:
         first.append(clock.stamps[1] - start)
         rates.append((len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1]))
     return statistics.median(first), statistics.median(rates), np.asarray(tokens)
-
-
-def copy_bandwidth() -> float:
-    """Bytes per second moved by a large numpy copy (read plus write), the best of five."""
-    source = np.ones(256 * 2**20, dtype=np.float32)
-    target = np.empty_like(source)
-    best = min(_time(lambda: np.copyto(target, source)) for _ in range(5))
-    return 2 * source.nbytes / best
-
-
-def _time(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def decoder_bytes(folder: Path, variant: str) -> int:

@@ -1,0 +1,252 @@
+"""PyTorch inference of this model against transformers' built-in Llava with the same configuration, in one run.
+
+For each tower (CLIP ViT-B/32 and SigLIP-base-patch16-224, both with Qwen3-0.6B; random weights, nothing is
+downloaded) the run saves a safetensors checkpoint of this model and of a built-in `LlavaForConditionalGeneration`
+with the same sizes, then measures each in its own process (so that peak resident memory is that model's): load
+time, time to first token for one image and a 20-token question, decode tokens/s at batch 1, tokens/s at batch 8,
+the second turn of a chat about the same image (recomputed from scratch, and reusing the first turn's KV cache as
+transformers' prompt-reuse recipe does), and peak resident memory. The memory-bandwidth floor is the time to read
+the language model's weights once per token at the copy bandwidth measured in this run. Every figure is also given
+as a ratio to the built-in Llava's.
+
+    python benchmarks/pytorch_inference.py [--new-tokens 32] [--repeats 3] [--json results.json] [--quick]
+
+`--quick` runs tiny configurations in seconds (the test suite runs it so the script cannot rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
+
+from full_size import CLIP_VIT_B_32, QWEN3_0_6B, SIGLIP_BASE_PATCH16_224, TokenClock, copy_bandwidth
+
+IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
+TOWERS = {"CLIP ViT-B/32": CLIP_VIT_B_32, "SigLIP-base-patch16-224": SIGLIP_BASE_PATCH16_224}
+QUICK_SIZES = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+QUICK_TOWER_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+QUESTION_TOKENS = 20
+BATCH = 8
+
+
+def configs(tower: dict, quick: bool) -> dict[str, object]:
+    """This model's and built-in Llava's configurations for `tower` with Qwen3-0.6B (or tiny ones)."""
+    text, vision = dict(QWEN3_0_6B), dict(tower)
+    if quick:
+        text.update(QUICK_SIZES, num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+        vision.update(QUICK_TOWER_SIZES)
+    image_token_id = text["vocab_size"] - 1
+    # CLIP's first token is its class embedding, which LLaVA drops; SigLIP has none.
+    strategy = "default" if vision["model_type"] == "clip_vision_model" else "full"
+    shared = {"image_token_id": image_token_id, "vision_feature_layer": -2, "vision_feature_select_strategy": strategy}
+    ours = LlavaQwen3Config(
+        vision_config=AutoConfig.for_model(**vision), text_config=AutoConfig.for_model(**text), **shared
+    )
+    built_in = LlavaConfig(
+        vision_config=AutoConfig.for_model(**vision),
+        text_config=AutoConfig.for_model(**text),
+        image_token_index=image_token_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy=strategy,
+        image_seq_length=ours.image_seq_length,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=True,
+    )
+    return {"llava_qwen3": ours, "built-in Llava": built_in}
+
+
+def save_checkpoints(tower: dict, workdir: Path, quick: bool) -> dict[str, Path]:
+    """Random-weight checkpoints of both implementations (speed does not depend on the values)."""
+    folders = {}
+    for name, config in configs(tower, quick).items():
+        folder = workdir / f"{name.replace(' ', '-')}-{tower['model_type']}"
+        if not (folder / "config.json").exists():
+            torch.manual_seed(0)
+            IMPLEMENTATIONS[name](config).save_pretrained(folder)
+        folders[name] = folder
+    return folders
+
+
+def prompt(model: torch.nn.Module, batch: int = 1, extra_tokens: int = 0) -> dict[str, torch.Tensor]:
+    """One picture's placeholder tokens and a question of QUESTION_TOKENS (+ `extra_tokens`) token ids, per row."""
+    config = model.config
+    image_token_id = getattr(config, "image_token_id", None) or config.image_token_index
+    seq_length = getattr(config, "image_seq_length", None)
+    generator = torch.Generator().manual_seed(1)
+    text = torch.randint(0, image_token_id, (QUESTION_TOKENS + extra_tokens,), generator=generator)
+    ids = torch.cat([torch.full((seq_length,), image_token_id), text]).repeat(batch, 1)
+    size = config.vision_config.image_size
+    pixels = torch.rand((batch, 3, size, size), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
+
+
+def greedy(model: torch.nn.Module, inputs: dict, new_tokens: int, **options: object) -> TokenClock:
+    clock = TokenClock()
+    with torch.inference_mode():
+        model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=clock, **options
+        )
+    return clock
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of `run()` over `repeats` runs after one warm-up."""
+    times = []
+    for attempt in range(repeats + 1):
+        start = time.perf_counter()
+        run()
+        if attempt:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Every figure for one saved checkpoint, measured in this process."""
+    start = time.perf_counter()
+    model = IMPLEMENTATIONS[implementation].from_pretrained(folder, dtype=torch.float32).eval()
+    load_s = time.perf_counter() - start
+    model.generation_config.eos_token_id = None  # generate exactly new_tokens tokens
+    model.generation_config.pad_token_id = 0
+    one = prompt(model)
+
+    ttft_s = median_seconds(lambda: greedy(model, one, 1), repeats)
+    rates = []
+    for _ in range(repeats):
+        stamps = greedy(model, one, new_tokens).stamps
+        rates.append((len(stamps) - 2) / (stamps[-1] - stamps[1]))
+    batch_s = median_seconds(lambda: greedy(model, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
+
+    # The second turn: the first turn's prompt and answer, then another question of QUESTION_TOKENS tokens.
+    with torch.inference_mode():
+        first = model.generate(
+            **one, max_new_tokens=new_tokens, do_sample=False, return_dict_in_generate=True, use_cache=True
+        )
+    history = first.sequences
+    follow_up = prompt(model, extra_tokens=QUESTION_TOKENS)["input_ids"][:, -QUESTION_TOKENS:]
+    second_ids = torch.cat([history, follow_up], dim=1)
+    second = {
+        "input_ids": second_ids,
+        "attention_mask": torch.ones_like(second_ids),
+        "pixel_values": one["pixel_values"],
+    }
+    # The cache holds the first turn but its last token (generate never feeds the last token back in).
+    cached = first.past_key_values
+    recompute_s = median_seconds(lambda: greedy(model, second, 1), repeats)
+    # The picture is in the cache: built-in Llava would encode it again if given (this model skips it either way).
+    text_only = {key: value for key, value in second.items() if key != "pixel_values"}
+    reuse_s = median_seconds(lambda: greedy(model, text_only, 1, past_key_values=copy.deepcopy(cached)), repeats)
+
+    language_model = model.get_decoder() if hasattr(model, "get_decoder") else model.language_model
+    decoder_bytes = sum(p.numel() * p.element_size() for p in language_model.parameters())
+    decoder_bytes += (
+        model.lm_head.weight.numel()
+        * model.lm_head.weight.element_size()
+        * (not model.config.get_text_config().tie_word_embeddings)
+    )
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "load_s": load_s,
+        "ttft_s": ttft_s,
+        "decode_tok_s": statistics.median(rates),
+        "batch8_tok_s": BATCH * new_tokens / batch_s,
+        "second_turn_recompute_s": recompute_s,
+        "second_turn_reuse_s": reuse_s,
+        "peak_rss_gb": peak_kib * 1024 / 1e9,
+        "weight_gb": weight_bytes / 1e9,
+        "decoder_weight_gb": decoder_bytes / 1e9,
+    }
+
+
+def measure_in_child(implementation: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
+    command = [sys.executable, __file__, "--measure", implementation, "--folder", str(folder)]
+    command += ["--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"measuring {implementation} in {folder} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+ROWS = [  # (label, key, unit, higher is better)
+    ("load from safetensors", "load_s", "s", False),
+    ("time to first token (image + 20 tokens)", "ttft_s", "s", False),
+    ("decode, batch 1", "decode_tok_s", "tok/s", True),
+    ("throughput, batch 8", "batch8_tok_s", "tok/s", True),
+    ("second turn, recomputed: first token", "second_turn_recompute_s", "s", False),
+    ("second turn, first turn's cache reused: first token", "second_turn_reuse_s", "s", False),
+    ("peak resident memory", "peak_rss_gb", "GB", False),
+]
+
+
+def reuse(figures: dict[str, float]) -> float:
+    return figures["second_turn_reuse_s"] / figures["second_turn_recompute_s"]
+
+
+def table(results: dict, bandwidth: float, language_model: str) -> str:
+    """The Markdown tables, one per tower, with ratios to built-in Llava and to the bandwidth floor."""
+    lines = []
+    for tower, by_implementation in results.items():
+        ours, theirs = by_implementation["llava_qwen3"], by_implementation["built-in Llava"]
+        floor = bandwidth / (ours["decoder_weight_gb"] * 1e9)
+        lines.append(
+            f"\n{tower} + {language_model}: weights {ours['weight_gb']:.2f} GB, "
+            f"language model {ours['decoder_weight_gb']:.2f} GB"
+        )
+        lines += ["| measure | llava_qwen3 | built-in Llava | ratio |", "| --- | --- | --- | --- |"]
+        for label, key, unit, _ in ROWS:
+            lines.append(
+                f"| {label} | {ours[key]:.3g} {unit} | {theirs[key]:.3g} {unit} | {ours[key] / theirs[key]:.2f}x |"
+            )
+        lines += [
+            f"| decode vs bandwidth floor ({floor:.1f} tok/s) | {ours['decode_tok_s'] / floor:.0%} | "
+            f"{theirs['decode_tok_s'] / floor:.0%} | |",
+            f"| batch 8 vs batch 1 | {ours['batch8_tok_s'] / ours['decode_tok_s']:.2f}x | "
+            f"{theirs['batch8_tok_s'] / theirs['decode_tok_s']:.2f}x | |",
+            f"| second turn reused vs recomputed | {reuse(ours):.2f}x | {reuse(theirs):.2f}x | |",
+            f"| peak memory vs weight bytes | {ours['peak_rss_gb'] / ours['weight_gb']:.2f}x | "
+            f"{theirs['peak_rss_gb'] / theirs['weight_gb']:.2f}x | |",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="where the checkpoints go (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--quick", action="store_true", help="tiny configurations, for a check that the script runs")
+    parser.add_argument("--measure", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # the child's part
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.folder, args.new_tokens, args.repeats)))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pytorch-bench-"))
+    results = {}
+    for tower_name, tower in TOWERS.items():
+        folders = save_checkpoints(tower, workdir, args.quick)
+        results[tower_name] = {name: measure_in_child(name, folder, args) for name, folder in folders.items()}
+    bandwidth = copy_bandwidth()
+    print(f"{torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; {args.new_tokens} new tokens")
+    print(table(results, bandwidth, "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"))
+    if args.json:
+        args.json.write_text(json.dumps({"copy_bandwidth_gb_s": bandwidth / 1e9, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations
+(its real-size figures are in docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Built on the installed transformers' own Llava, with transformers 5's loading keywords.
+pytestmark = [pytest.mark.slow, pytest.mark.one_line]
+
+
+def test_pytorch_benchmark_reports_every_figure_for_both_implementations(tmp_path):
+    output = tmp_path / "figures.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_inference.py"), "--quick"]
+    command += ["--new-tokens", "3", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    figures = json.loads(output.read_text())
+    assert figures["copy_bandwidth_gb_s"] > 0
+    assert set(figures["results"]) == {"CLIP ViT-B/32", "SigLIP-base-patch16-224"}
+    for by_implementation in figures["results"].values():
+        assert set(by_implementation) == {"llava_qwen3", "built-in Llava"}
+        for measured in by_implementation.values():
+            assert set(measured) == {
+                "load_s",
+                "ttft_s",
+                "decode_tok_s",
+                "batch8_tok_s",
+                "second_turn_recompute_s",
+                "second_turn_reuse_s",
+                "peak_rss_gb",
+                "weight_gb",
+                "decoder_weight_gb",
+            }
+            assert all(value > 0 for value in measured.values()), measured
+    assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
