@@ -83,8 +83,7 @@ def save_checkpoints(tower: dict, workdir: Path, quick: bool) -> dict[str, Path]
 def prompt(model: torch.nn.Module, batch: int = 1, extra_tokens: int = 0) -> dict[str, torch.Tensor]:
     """One picture's placeholder tokens and a question of QUESTION_TOKENS (+ `extra_tokens`) token ids, per row."""
     config = model.config
-    image_token_id = getattr(config, "image_token_id", None) or config.image_token_index
-    seq_length = getattr(config, "image_seq_length", None)
+    image_token_id, seq_length = config.image_token_id, config.image_seq_length
     generator = torch.Generator().manual_seed(1)
     text = torch.randint(0, image_token_id, (QUESTION_TOKENS + extra_tokens,), generator=generator)
     ids = torch.cat([torch.full((seq_length,), image_token_id), text]).repeat(batch, 1)
