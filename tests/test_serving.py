@@ -302,8 +302,13 @@ DROP_FILE = """([name, encoded]) => {
 RECORD_ANSWER = """() => {
     window.shown = [];
     const answer = document.getElementById("answer");
-    new MutationObserver(() => window.shown.push(answer.textContent))
-        .observe(answer, {childList: true, characterData: true, subtree: true});
+    // One entry per change, even when several deltas arrive in one network read and one callback.
+    new MutationObserver((records) => {
+        for (const record of records) {
+            if (record.type === "characterData") window.shown.push(record.target.textContent);
+            for (const node of record.addedNodes) window.shown.push(node.textContent);
+        }
+    }).observe(answer, {childList: true, characterData: true, subtree: true});
 }"""
 
 
