@@ -3,11 +3,13 @@
 For each tower (CLIP ViT-B/32 and SigLIP-base-patch16-224, both with Qwen3-0.6B; random weights, nothing is
 downloaded) the run saves a safetensors checkpoint of this model and of a built-in `LlavaForConditionalGeneration`
 with the same sizes, then measures each in its own process (so that peak resident memory is that model's): load
-time, time to first token for one image and a 20-token question, decode tokens/s at batch 1, tokens/s at batch 8,
-the second turn of a chat about the same image (recomputed from scratch, and reusing the first turn's KV cache as
-transformers' prompt-reuse recipe does), and peak resident memory. The memory-bandwidth floor is the time to read
-the language model's weights once per token at the copy bandwidth measured in this run. Every figure is also given
-as a ratio to the built-in Llava's.
+time (from the page cache), time to first token for one image and a 20-token question, decode tokens/s at batch 1,
+tokens/s at batch 8, the second turn of a chat about the same image (recomputed from scratch, and reusing the first
+turn's KV cache as transformers' prompt-reuse recipe does), and peak resident memory. The memory-bandwidth floor is
+the time to read the language model's weights once per token at the copy bandwidth measured in this run. Every
+figure is also given as a ratio to the built-in Llava's. The same checkpoint of this model is also measured with
+INT8 linear layers (`quantize_linear_layers_int8`, the torch backend's `quantize="int8"`), as a ratio to its fp32
+figures.
 
     python benchmarks/pytorch_inference.py [--new-tokens 32] [--repeats 3] [--json results.json] [--quick]
 
@@ -31,10 +33,12 @@ import torch
 from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
+from llava_qwen3.inference.int8 import quantize_linear_layers_int8
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, SIGLIP_BASE_PATCH16_224, TokenClock, copy_bandwidth
 
 IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
+INT8 = "llava_qwen3 INT8"  # this model's checkpoint, loaded with INT8 linear layers
 TOWERS = {"CLIP ViT-B/32": CLIP_VIT_B_32, "SigLIP-base-patch16-224": SIGLIP_BASE_PATCH16_224}
 QUICK_SIZES = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 QUICK_TOWER_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -112,10 +116,44 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def load(implementation: str, folder: Path) -> torch.nn.Module:
+    """`implementation` from its saved checkpoint, in float32 (INT8: then its linear layers quantized)."""
+    if implementation == INT8:
+        return quantize_linear_layers_int8(load("llava_qwen3", folder))
+    return IMPLEMENTATIONS[implementation].from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def tensor_bytes(module: torch.nn.Module) -> int:
+    """Bytes of `module`'s parameters and of the packed weights of its INT8 linear layers (which are not
+    parameters)."""
+    total = sum(p.numel() * p.element_size() for p in module.parameters())
+    packed = [m.weight() for m in module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    return total + sum(w.numel() * w.element_size() for w in packed)
+
+
+def decoder_bytes(model: torch.nn.Module) -> int:
+    """What a decode step reads: the language model and its head, but not the input embedding table (one row a
+    token), unless the head is that table (tied fp32 weights)."""
+    language_model = model.get_decoder() if hasattr(model, "get_decoder") else model.language_model
+    embedding = language_model.get_input_embeddings().weight
+    if getattr(model.lm_head, "weight", None) is embedding:
+        return tensor_bytes(language_model)
+    return tensor_bytes(language_model) - embedding.numel() * embedding.element_size() + tensor_bytes(model.lm_head)
+
+
+def read_through(folder: Path) -> None:
+    """Reads the folder's files once, so that every load is timed from the page cache, not from a cold disk."""
+    for path in folder.iterdir():
+        with path.open("rb") as file:
+            while file.read(64 * 2**20):
+                pass
+
+
 def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
     """Every figure for one saved checkpoint, measured in this process."""
+    read_through(folder)
     start = time.perf_counter()
-    model = IMPLEMENTATIONS[implementation].from_pretrained(folder, dtype=torch.float32).eval()
+    model = load(implementation, folder)
     load_s = time.perf_counter() - start
     model.generation_config.eos_token_id = None  # generate exactly new_tokens tokens
     model.generation_config.pad_token_id = 0
@@ -148,14 +186,6 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     text_only = {key: value for key, value in second.items() if key != "pixel_values"}
     reuse_s = median_seconds(lambda: greedy(model, text_only, 1, past_key_values=copy.deepcopy(cached)), repeats)
 
-    language_model = model.get_decoder() if hasattr(model, "get_decoder") else model.language_model
-    decoder_bytes = sum(p.numel() * p.element_size() for p in language_model.parameters())
-    decoder_bytes += (
-        model.lm_head.weight.numel()
-        * model.lm_head.weight.element_size()
-        * (not model.config.get_text_config().tie_word_embeddings)
-    )
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "load_s": load_s,
@@ -165,8 +195,8 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
         "second_turn_recompute_s": recompute_s,
         "second_turn_reuse_s": reuse_s,
         "peak_rss_gb": peak_kib * 1024 / 1e9,
-        "weight_gb": weight_bytes / 1e9,
-        "decoder_weight_gb": decoder_bytes / 1e9,
+        "weight_gb": tensor_bytes(model) / 1e9,
+        "decoder_weight_gb": decoder_bytes(model) / 1e9,
     }
 
 
@@ -195,28 +225,38 @@ def reuse(figures: dict[str, float]) -> float:
 
 
 def table(results: dict, bandwidth: float, language_model: str) -> str:
-    """The Markdown tables, one per tower, with ratios to built-in Llava and to the bandwidth floor."""
+    """The Markdown tables, one per tower: this model against built-in Llava, and INT8 against fp32, with the
+    bandwidth floor of each."""
     lines = []
     for tower, by_implementation in results.items():
-        ours, theirs = by_implementation["llava_qwen3"], by_implementation["built-in Llava"]
-        floor = bandwidth / (ours["decoder_weight_gb"] * 1e9)
+        ours, theirs, int8 = (by_implementation[name] for name in ("llava_qwen3", "built-in Llava", INT8))
+        floor, int8_floor = (bandwidth / (figures["decoder_weight_gb"] * 1e9) for figures in (ours, int8))
         lines.append(
             f"\n{tower} + {language_model}: weights {ours['weight_gb']:.2f} GB, "
-            f"language model {ours['decoder_weight_gb']:.2f} GB"
+            f"language model {ours['decoder_weight_gb']:.2f} GB (INT8: {int8['weight_gb']:.2f} and "
+            f"{int8['decoder_weight_gb']:.2f} GB)"
         )
-        lines += ["| measure | llava_qwen3 | built-in Llava | ratio |", "| --- | --- | --- | --- |"]
+        lines += [
+            "| measure | llava_qwen3 | built-in Llava | ratio | llava_qwen3 INT8 | INT8 / fp32 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for label, key, unit, _ in ROWS:
             lines.append(
-                f"| {label} | {ours[key]:.3g} {unit} | {theirs[key]:.3g} {unit} | {ours[key] / theirs[key]:.2f}x |"
+                f"| {label} | {ours[key]:.3g} {unit} | {theirs[key]:.3g} {unit} | {ours[key] / theirs[key]:.2f}x "
+                f"| {int8[key]:.3g} {unit} | {int8[key] / ours[key]:.2f}x |"
             )
         lines += [
-            f"| decode vs bandwidth floor ({floor:.1f} tok/s) | {ours['decode_tok_s'] / floor:.0%} | "
-            f"{theirs['decode_tok_s'] / floor:.0%} | |",
+            f"| decode vs bandwidth floor (fp32 {floor:.1f}, INT8 {int8_floor:.1f} tok/s) | "
+            f"{ours['decode_tok_s'] / floor:.0%} | {theirs['decode_tok_s'] / floor:.0%} | | "
+            f"{int8['decode_tok_s'] / int8_floor:.0%} | |",
             f"| batch 8 vs batch 1 | {ours['batch8_tok_s'] / ours['decode_tok_s']:.2f}x | "
-            f"{theirs['batch8_tok_s'] / theirs['decode_tok_s']:.2f}x | |",
-            f"| second turn reused vs recomputed | {reuse(ours):.2f}x | {reuse(theirs):.2f}x | |",
+            f"{theirs['batch8_tok_s'] / theirs['decode_tok_s']:.2f}x | | "
+            f"{int8['batch8_tok_s'] / int8['decode_tok_s']:.2f}x | |",
+            f"| second turn reused vs recomputed | {reuse(ours):.2f}x | {reuse(theirs):.2f}x | | "
+            f"{reuse(int8):.2f}x | |",
             f"| peak memory vs weight bytes | {ours['peak_rss_gb'] / ours['weight_gb']:.2f}x | "
-            f"{theirs['peak_rss_gb'] / theirs['weight_gb']:.2f}x | |",
+            f"{theirs['peak_rss_gb'] / theirs['weight_gb']:.2f}x | | "
+            f"{int8['peak_rss_gb'] / int8['weight_gb']:.2f}x | |",
         ]
     return "\n".join(lines)
 
@@ -228,7 +268,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the checkpoints go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="tiny configurations, for a check that the script runs")
-    parser.add_argument("--measure", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)  # the child's part
+    parser.add_argument("--measure", choices=[*IMPLEMENTATIONS, INT8], help=argparse.SUPPRESS)  # the child's part
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -240,6 +280,7 @@ def main() -> None:
     for tower_name, tower in TOWERS.items():
         folders = save_checkpoints(tower, workdir, args.quick)
         results[tower_name] = {name: measure_in_child(name, folder, args) for name, folder in folders.items()}
+        results[tower_name][INT8] = measure_in_child(INT8, folders["llava_qwen3"], args)
     bandwidth = copy_bandwidth()
     print(f"{torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; {args.new_tokens} new tokens")
     print(table(results, bandwidth, "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"))

@@ -1,5 +1,5 @@
-"""The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations
-(its real-size figures are in docs/performance.md)."""
+"""The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations and
+this model's INT8 load option (its real-size figures are in docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.one_line]
 
 
-def test_pytorch_benchmark_reports_every_figure_for_both_implementations(tmp_path):
+def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int8(tmp_path):
     output = tmp_path / "figures.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_inference.py"), "--quick"]
     command += ["--new-tokens", "3", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
@@ -27,7 +27,9 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations(tmp_pat
     assert figures["copy_bandwidth_gb_s"] > 0
     assert set(figures["results"]) == {"CLIP ViT-B/32", "SigLIP-base-patch16-224"}
     for by_implementation in figures["results"].values():
-        assert set(by_implementation) == {"llava_qwen3", "built-in Llava"}
+        assert set(by_implementation) == {"llava_qwen3", "built-in Llava", "llava_qwen3 INT8"}
+        # INT8 weights are a quarter of fp32's bytes, except the norms and the input embedding table.
+        assert by_implementation["llava_qwen3 INT8"]["weight_gb"] < by_implementation["llava_qwen3"]["weight_gb"]
         for measured in by_implementation.values():
             assert set(measured) == {
                 "load_s",

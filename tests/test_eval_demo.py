@@ -25,6 +25,7 @@ def test_held_out_accuracy_equals_the_training_tests_on_torch_and_onnx_fp32_and_
     measured = shapes_accuracy(model, processor, "held_out")
     reports = {
         "torch": evaluate(load_backend(folder), data, tmp_path / "torch", progress=False),
+        "torch int8": evaluate(load_backend(folder, quantize="int8"), data, tmp_path / "torch-int8", progress=False),
         "onnx fp32": evaluate(
             load_backend(demo_onnx_export, "onnx", variant="fp32"), data, tmp_path / "fp32", progress=False
         ),
@@ -39,6 +40,7 @@ def test_held_out_accuracy_equals_the_training_tests_on_torch_and_onnx_fp32_and_
     assert reports["torch"].scored == reports["torch"].records == 180
     assert reports["onnx fp32"].metrics == torch_metrics  # fp32 graphs give PyTorch's greedy tokens
     assert reports["onnx int8"].metrics["accuracy"] >= torch_metrics["accuracy"] - 0.1
+    assert reports["torch int8"].metrics["accuracy"] >= torch_metrics["accuracy"] - 0.1
 
 
 def test_caption_metrics_of_the_captioning_demo_are_far_above_a_blank_picture_control(tmp_path):

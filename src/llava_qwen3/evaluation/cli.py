@@ -1,13 +1,14 @@
 """Evaluate a checkpoint or an ONNX export on a record file or `datasets` folder.
 
-    llava-qwen3-eval MODEL DATA [--backend torch|onnx] [--variant quantized|fp32|...] [--output DIR]
+    llava-qwen3-eval MODEL DATA [--backend torch|onnx] [--variant quantized|fp32|...] [--quantize int8] [--output DIR]
                      [--task auto|vqa|caption] [--batch-size 8] [--max-new-tokens 32] [--on-bad-record skip|error]
                      [--image-folder DIR] [--image-column image] [--limit N] [--device cpu|cuda]
 
 Questions are scored with VQA accuracy (per question type where records name one), captions with BLEU-1..4, METEOR,
 ROUGE-L and CIDEr-D. Predictions are saved as they are made, so rerunning the same command resumes an interrupted
-run. The output folder (default: MODEL/eval/<data>-<backend>[-<variant>] for a local MODEL) receives predictions.json,
-scores.json and results.md; `llava-qwen3-push` puts the results.md tables of MODEL/eval/ in the model card.
+run. The output folder (default: MODEL/eval/<data>-<backend>[-<variant or quantize>] for a local MODEL) receives
+predictions.json, scores.json and results.md; `llava-qwen3-push` puts the results.md tables of MODEL/eval/ in the
+model card.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..inference import BACKENDS, load_backend
+from ..inference import BACKENDS, QUANTIZATIONS, load_backend
 from ..record_sources import ON_BAD_RECORD
 from .captioning import JavaMissingError
 from .data import TASKS
@@ -52,12 +53,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--limit", type=int, help="evaluate the first N usable records only")
     parser.add_argument("--device", help="torch backend: cpu, cuda, ... (default: CUDA where present)")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, help="torch backend on CPU: INT8 linear layers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.backend == "torch" and args.variant:
         parser.error("--variant picks ONNX graphs; it needs --backend onnx.")
-    variant = (args.variant or _default_onnx_variant()) if args.backend == "onnx" else None
-    options = {"variant": variant} if variant else {"device": args.device}
+    if args.backend == "onnx" and args.quantize:
+        parser.error("--quantize is for the torch backend; the onnx backend picks INT8 graphs with --variant.")
+    if args.backend == "onnx":
+        variant = args.variant or _default_onnx_variant()
+        options = {"variant": variant}
+    else:
+        variant = args.quantize  # names the run like an ONNX variant does
+        options = {"device": args.device, "quantize": args.quantize}
     output = args.output or default_output(args.model, args.data, args.backend, variant)
     try:
         backend = load_backend(args.model, args.backend, **options)

@@ -7,7 +7,7 @@
 Where torch is not installed the onnxruntime side (`onnx_runner`, `onnx_backend`) still imports.
 """
 
-from .backend import BACKENDS, InferenceBackend, load_backend
+from .backend import BACKENDS, QUANTIZATIONS, InferenceBackend, load_backend
 from .generator import LlavaQwen3Generator
 from .requests import FINISH_REASONS, Generation, GenerationRequest, GenerationSettings
 
@@ -19,5 +19,6 @@ __all__ = [
     "GenerationSettings",
     "InferenceBackend",
     "LlavaQwen3Generator",
+    "QUANTIZATIONS",
     "load_backend",
 ]

@@ -21,6 +21,7 @@ from .requests import Generation, GenerationRequest
 
 logger = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
+QUANTIZATIONS = ("int8",)  # what the torch backend can quantize a model to when it loads it
 # Errors that mean "this request's input is bad", as opposed to a fault of the engine.
 INPUT_ERRORS = (ValueError, TypeError, OSError)
 
@@ -122,9 +123,9 @@ def _error(message: str) -> Generation:
 def load_backend(model: str | Path, backend: str = "torch", **options: Any) -> InferenceBackend:
     """The backend `backend` ("torch" or "onnx") over the checkpoint or export at `model`.
 
-    Options go to the backend's `from_pretrained`: for "torch", `device` and `dtype` (and any `from_pretrained`
-    argument of the model); for "onnx", `variant` (default "quantized", the INT8 graphs) and onnxruntime's
-    `providers`.
+    Options go to the backend's `from_pretrained`: for "torch", `device`, `dtype` and `quantize` (one of
+    `QUANTIZATIONS`), and any `from_pretrained` argument of the model; for "onnx", `variant` (default "quantized",
+    the INT8 graphs) and onnxruntime's `providers`.
     """
     if backend == "torch":
         from .torch_backend import TorchBackend

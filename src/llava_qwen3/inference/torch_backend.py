@@ -12,8 +12,9 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
-from .backend import InferenceBackend
+from .backend import QUANTIZATIONS, InferenceBackend
 from .decoding import BatchDecoding
+from .int8 import quantize_linear_layers_int8
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
@@ -51,13 +52,23 @@ class TorchBackend(InferenceBackend):
 
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None, **kwargs: Any
+        cls,
+        checkpoint: str | Path,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        quantize: str | None = None,
+        **kwargs: Any,
     ) -> TorchBackend:
         """Loads a checkpoint folder or repo id onto `device` (default: CUDA where present, else CPU) in `dtype`
-        (default: as saved)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        (default: as saved); `quantize="int8"` then gives every linear layer INT8 weights (CPU only, see `int8`)."""
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize={quantize!r} is unknown; expected one of {', '.join(QUANTIZATIONS)} or None.")
+        device = device or ("cuda" if torch.cuda.is_available() and quantize is None else "cpu")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype or "auto", **kwargs)
-        return cls(model.to(device), LlavaQwen3Processor.from_pretrained(checkpoint))
+        model = model.to(device)
+        if quantize == "int8":
+            quantize_linear_layers_int8(model)
+        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint))
 
     @property
     def device(self) -> str:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..inference import BACKENDS, load_backend
+from ..inference import BACKENDS, QUANTIZATIONS, load_backend
 from .app import create_app
 from .limits import ServerLimits
 from .service import ServerOptions
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the engine [torch]")
     parser.add_argument("--variant", help="ONNX graphs: quantized (INT8, default), fp32 or q4")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda [cuda where present, else cpu]")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, help="torch on CPU: INT8 linear layers [none: as saved]")
     parser.add_argument(
         "--threads", type=int, help="CPU threads the engine uses for a batch [the engine's default: one per core]"
     )
@@ -67,6 +68,8 @@ def _backend_options(args: argparse.Namespace) -> dict:
     if args.backend == "onnx":
         if args.device is not None:
             raise ValueError("--device is for the torch backend; the onnx backend runs on onnxruntime's CPU provider.")
+        if args.quantize is not None:
+            raise ValueError("--quantize is for the torch backend; the onnx backend picks INT8 graphs with --variant.")
         options = {} if args.variant is None else {"variant": args.variant}
         if args.threads is not None:
             import onnxruntime
@@ -80,7 +83,8 @@ def _backend_options(args: argparse.Namespace) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    return {} if args.device is None else {"device": args.device}
+    options = {} if args.device is None else {"device": args.device}
+    return options if args.quantize is None else {**options, "quantize": args.quantize}
 
 
 def _model_folder(model: str, backend: str) -> str:
