@@ -5,7 +5,11 @@ engine generates the same number of tokens from the same prompt (one 224x224 pic
 stamps the time of every token. The memory-bandwidth floor is the time to read each engine's decoder weights once
 per token at the copy bandwidth measured in this process; no decoder can beat it on this machine.
 
-    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR]
+With `--llama-cpp DIR` (a llama.cpp source tree with llama-bench and llama-quantize built; see
+`llama_cpp_yardstick.py`), the same Qwen3 weights are also timed in llama.cpp at f32, q8_0 and Q4_K_M, each beside
+the ONNX variant it rivals.
+
+    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
+from llama_cpp_yardstick import GGUF_TYPES, built_tools, decode_rates
+
+ONNX_ENGINES = {"ONNX fp32": "fp32", "ONNX INT8": "quantized", "ONNX q4": "q4"}  # the name of each variant's row
 
 
 def full_size_model() -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
@@ -80,7 +87,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="where the export goes (default: a temporary folder)")
+    parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source tree with its tools built, to compare with")
     args = parser.parse_args()
+    if args.llama_cpp:
+        built_tools(args.llama_cpp)  # before the long runs, not after them
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
 
@@ -95,7 +105,8 @@ def main() -> None:
     inputs = prompt_inputs(processor, "pt")
     np_inputs = prompt_inputs(processor, "np")
     n = args.new_tokens
-    print(f"prompt: {inputs['input_ids'].shape[1]} tokens with 1 image; {n} new tokens; {threads} threads")
+    prompt_tokens = inputs["input_ids"].shape[1]
+    print(f"prompt: {prompt_tokens} tokens with 1 image; {n} new tokens; {threads} threads")
 
     def torch_generate(clock: TokenClock) -> torch.Tensor:
         with torch.inference_mode():
@@ -103,7 +114,7 @@ def main() -> None:
 
     results = {"PyTorch fp32": timed(torch_generate, args.repeats)}
     weights = {"PyTorch fp32": decoder_bytes(folder, "fp32")}
-    for name, variant in [("ONNX fp32", "fp32"), ("ONNX INT8", "quantized"), ("ONNX q4", "q4")]:
+    for name, variant in ONNX_ENGINES.items():
         runner = LlavaQwen3OnnxModel(folder, variant=variant)
 
         def onnx_generate(clock: TokenClock, runner: LlavaQwen3OnnxModel = runner) -> np.ndarray:
@@ -129,6 +140,17 @@ def main() -> None:
             f"| {name} | {weights[name] / 1e9:.2f} GB | {first * 1000:.0f} ms | {rate:.1f} tok/s | "
             f"{rate / base_rate:.2f}x | {floor:.1f} tok/s | {rate / floor:.0%} | first {same}/{n} |"
         )
+    if args.llama_cpp:
+        llama_rates = decode_rates(model, workdir, args.llama_cpp, prompt_tokens, n, args.repeats, threads)
+        print("\n| ONNX variant | decode | llama.cpp | decode | ONNX / llama.cpp |")
+        print("| --- | --- | --- | --- | --- |")
+        for variant, gguf_type in GGUF_TYPES.items():
+            name = next(name for name, engine_variant in ONNX_ENGINES.items() if engine_variant == variant)
+            rate = results[name][1]
+            print(
+                f"| {name} | {rate:.1f} tok/s | {gguf_type} | {llama_rates[variant]:.1f} tok/s | "
+                f"{rate / llama_rates[variant]:.2f}x |"
+            )
 
 
 if __name__ == "__main__":
