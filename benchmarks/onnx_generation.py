@@ -144,11 +144,10 @@ def main() -> None:
         llama_rates = decode_rates(model, workdir, args.llama_cpp, prompt_tokens, n, args.repeats, threads)
         print("\n| ONNX variant | decode | llama.cpp | decode | ONNX / llama.cpp |")
         print("| --- | --- | --- | --- | --- |")
-        for variant, gguf_type in GGUF_TYPES.items():
-            name = next(name for name, engine_variant in ONNX_ENGINES.items() if engine_variant == variant)
+        for name, variant in ONNX_ENGINES.items():
             rate = results[name][1]
             print(
-                f"| {name} | {rate:.1f} tok/s | {gguf_type} | {llama_rates[variant]:.1f} tok/s | "
+                f"| {name} | {rate:.1f} tok/s | {GGUF_TYPES[variant]} | {llama_rates[variant]:.1f} tok/s | "
                 f"{rate / llama_rates[variant]:.2f}x |"
             )
 
