@@ -34,6 +34,7 @@ from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from llava_qwen3.inference.int8 import quantize_linear_layers_int8
+from llava_qwen3.modeling import CACHE_ARGUMENT
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, SIGLIP_BASE_PATCH16_224, TokenClock, copy_bandwidth
 
@@ -180,11 +181,11 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
         "pixel_values": one["pixel_values"],
     }
     # The cache holds the first turn but its last token (generate never feeds the last token back in).
-    cached = first.past_key_values
+    cached = getattr(first, CACHE_ARGUMENT)
     recompute_s = median_seconds(lambda: greedy(model, second, 1), repeats)
     # The picture is in the cache: built-in Llava would encode it again if given (this model skips it either way).
     text_only = {key: value for key, value in second.items() if key != "pixel_values"}
-    reuse_s = median_seconds(lambda: greedy(model, text_only, 1, past_key_values=copy.deepcopy(cached)), repeats)
+    reuse_s = median_seconds(lambda: greedy(model, text_only, 1, **{CACHE_ARGUMENT: copy.deepcopy(cached)}), repeats)
 
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {

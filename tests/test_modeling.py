@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import draw_image, user_prompt
+from transformers import DynamicCache
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from llava_qwen3.conversion import tiny_config
+from llava_qwen3.modeling import CACHE_ARGUMENT
 
 
 def _inputs(processor, texts, images):
@@ -43,6 +45,30 @@ def test_pixels_reach_the_tower_on_prefill_only_when_caching(tiny_clip, use_cach
     finally:
         hook.remove()
     assert len(calls) == expected_tower_calls
+
+
+def test_a_second_turn_continued_from_the_cache_equals_recomputing_it(tiny):
+    """A second turn that adds a picture, generated from the first turn's KV cache with the new picture's pixels only,
+    gives the tokens of the whole conversation computed from scratch (the cache passed under the line's name)."""
+    _, model, processor = tiny
+    first_turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
+    first = _inputs(processor, processor.apply_chat_template(first_turn, add_generation_prompt=True), [draw_image(4)])
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(**first, **{CACHE_ARGUMENT: cache})  # the cache now holds the first turn's prompt
+    conversation = [*first_turn, {"role": "assistant", "content": [{"type": "text", "text": "red"}]}]
+    conversation.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this one?"}]})
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    whole = _inputs(processor, text, [draw_image(4), draw_image(5)])
+    prompt_length = first["input_ids"].shape[1]
+    assert cache.get_seq_length() == prompt_length
+    assert torch.equal(whole["input_ids"][:, :prompt_length], first["input_ids"])
+    settings = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    recomputed = model.generate(**whole, **settings)
+    continued = model.generate(
+        **{**whole, "pixel_values": whole["pixel_values"][1:]}, **settings, **{CACHE_ARGUMENT: cache}
+    )
+    assert torch.equal(continued, recomputed)
 
 
 @pytest.mark.parametrize("counts", [(1, 2), (2, 0), (0, 3)])

@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from ..commands import exit_on_error
 from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external_data_path, graph_path, save_graph
-from ..modeling import LlavaQwen3ForConditionalGeneration
+from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .build import load_source_config
 from .quantize_onnx import QUANTIZATIONS, quantize_export
@@ -75,10 +75,10 @@ class MergedDecoder(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
+            **{CACHE_ARGUMENT: cache},
         )
-        present = [tensor for layer in outputs.past_key_values.layers for tensor in (layer.keys, layer.values)]
+        present = [tensor for layer in cache.layers for tensor in (layer.keys, layer.values)]
         return (self.lm_head(outputs.last_hidden_state), *present)
 
 

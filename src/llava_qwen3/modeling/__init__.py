@@ -11,6 +11,7 @@ __all__ = ["LlavaQwen3Config"]
 
 if is_torch_available():
     from .modeling_llava_qwen3 import (
+        CACHE_ARGUMENT,
         MODEL_PARTS,
         LlavaQwen3ForConditionalGeneration,
         LlavaQwen3Model,
@@ -19,6 +20,7 @@ if is_torch_available():
     )
 
     __all__ += [
+        "CACHE_ARGUMENT",
         "MODEL_PARTS",
         "LlavaQwen3ForConditionalGeneration",
         "LlavaQwen3Model",

@@ -16,13 +16,16 @@ import torch
 import transformers
 from torch import nn
 from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
-from transformers.utils import ModelOutput, logging
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache` (model arguments, outputs, generate()). The
+# model takes either name and passes the cache on, and returns it, under the installed line's.
+CACHE_ARGUMENT = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 logger = logging.get_logger(__name__)
 
 # The model's parts, as the prefixes of their modules' names in LlavaQwen3ForConditionalGeneration. Training stages,
@@ -54,15 +57,17 @@ class LlavaQwen3ModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class LlavaQwen3CausalLMOutputWithPast(ModelOutput):
-    """Causal language-model outputs of [`LlavaQwen3ForConditionalGeneration`]."""
+class LlavaQwen3CausalLMOutputWithPast(CausalLMOutputWithPast):
+    """Causal language-model outputs of [`LlavaQwen3ForConditionalGeneration`], plus the merged image features."""
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
+
+
+def one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache, given under its name on the installed transformers line or the other one."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the KV cache once: as cache (or past_key_values, its name before transformers 5.24).")
+    return cache if cache is not None else past_key_values
 
 
 class LlavaQwen3MultiModalProjector(nn.Module):
@@ -98,7 +103,7 @@ class LlavaQwen3PreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["Qwen3DecoderLayer", "CLIPEncoderLayer", "SiglipEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # the name on each line
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flash_attn_2 = True  # the transformers 4.x name of the flag above
@@ -364,17 +369,22 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> LlavaQwen3ModelOutputWithPast | tuple:
         r"""
         modality_embeds (`dict[str, list[torch.Tensor]]`, *optional*):
             Precomputed embeddings by modality name, each item `(input_dim,)` (one token) or `(n, input_dim)`
             (n tokens), in placeholder order across the batch.
+        past_key_values (`Cache`, *optional*):
+            The name of `cache` before transformers 5.24; either may be given. With a cache that already holds a
+            prefix, `pixel_values` and `modality_embeds` are those of the placeholders in `input_ids` only.
         """
+        cache = one_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
@@ -382,8 +392,8 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         modality_embeds = modality_embeds or {}
         # Checked eagerly only: a compiled decoding step (new tokens, never placeholders) must not branch on data.
         if not torch.compiler.is_compiling():
-            self._warn_past_context(inputs_embeds.shape[1], past_key_values)
-            if input_ids is not None and _is_prefill(past_key_values):
+            self._warn_past_context(inputs_embeds.shape[1], cache)
+            if input_ids is not None and (_is_prefill(cache) or input_ids.shape[1] > 1):
                 self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
 
         image_features = None
@@ -396,15 +406,15 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_dict=True,
+            **{CACHE_ARGUMENT: cache},
             **kwargs,
         )
         return LlavaQwen3ModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_ARGUMENT: getattr(outputs, CACHE_ARGUMENT)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
@@ -479,18 +489,21 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> LlavaQwen3CausalLMOutputWithPast | tuple:
         r"""
         modality_embeds (`dict[str, list[torch.Tensor]]`, *optional*):
             Precomputed embeddings by modality name, each item `(input_dim,)` (one token) or `(n, input_dim)`
             (n tokens), in placeholder order across the batch.
+        past_key_values (`Cache`, *optional*):
+            The name of `cache` before transformers 5.24; either may be given.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token targets aligned with `input_ids`; positions set to -100 are ignored by the loss.
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
@@ -501,7 +514,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             modality_embeds=modality_embeds,
@@ -521,7 +534,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         return LlavaQwen3CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_ARGUMENT: getattr(outputs, CACHE_ARGUMENT)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
@@ -530,33 +543,31 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        cache_position: torch.LongTensor | None = None,
-        logits_to_keep: int | None = None,
         modality_embeds: dict[str, list[torch.Tensor]] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        # Pixels and embeddings belong to the prefill step only: afterwards the cache already holds them, and the new
-        # tokens hold no placeholders. transformers 4.57 does not drop pixels by itself and neither line knows
-        # modality_embeds, so both go through here. The named arguments are those generate() inspects (it accepts
-        # inputs_embeds only where this signature names them).
+        # Pixels and embeddings go to the steps whose input holds their placeholders: the prefill, or the first step
+        # of a prompt continued from a cache that holds its beginning. Decoding steps get neither: the cache already
+        # holds them. Neither line knows modality_embeds, so both go through here. The named arguments are those
+        # generate() inspects (it accepts inputs_embeds only where this signature names them).
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            cache_position=cache_position,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
+            input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs
         )
-        if _is_prefill(past_key_values) or not kwargs.get("use_cache", True):
+        whole_prompt = _is_prefill(kwargs.get(CACHE_ARGUMENT)) or not kwargs.get("use_cache", True)
+        step_ids = model_inputs.get("input_ids")
+        if whole_prompt or _holds(step_ids, self.config.image_token_id):
             model_inputs["pixel_values"] = pixel_values
+        if whole_prompt or any(_holds(step_ids, spec["token_id"]) for spec in self.config.modalities.values()):
             model_inputs["modality_embeds"] = modality_embeds
         return model_inputs
 
 
-def _is_prefill(past_key_values: Cache | None) -> bool:
-    return past_key_values is None or past_key_values.get_seq_length() == 0
+def _holds(input_ids: torch.Tensor | None, token_id: int) -> bool:
+    return input_ids is not None and input_ids.shape[-1] > 1 and bool((input_ids == token_id).any())
+
+
+def _is_prefill(cache: Cache | None) -> bool:
+    return cache is None or cache.get_seq_length() == 0
