@@ -7,3 +7,5 @@ set -euo pipefail
 venv="$1"
 "$venv/bin/pip" install -q --no-deps "lmms-eval==0.7.3"
 "$venv/bin/pip" install -q loguru sacrebleu evaluate pytz tenacity pytablewriter
+# lmms-eval 0.7.3's evaluator imports filelock._api, a module filelock 4 no longer has (it declares no bound).
+"$venv/bin/pip" install -q "filelock<4"
