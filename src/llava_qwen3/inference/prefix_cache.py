@@ -1,0 +1,145 @@
+"""Reusing the KV cache of earlier prompts in the PyTorch backend.
+
+A prompt that begins the way an earlier request's prompt and answer did (the next turn of a chat, a second question
+about the same picture) starts from that request's KV cache instead of computing its beginning again. The cache is
+keyed by the content of each position: the token id, or, at a placeholder, a digest of the picture or embedding that
+the placeholder stands for (every picture gives the same placeholder ids). A lookup takes the stored prefix with the
+longest common beginning, in whole blocks of `BLOCK_TOKENS` (so that a shared chat header alone is not worth a
+lookup), never ending inside a picture's or embedding's placeholders. Prefixes are dropped least recently used first
+beyond a byte budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..modeling import LlavaQwen3Config
+
+BLOCK_TOKENS = 16  # reuse is counted in whole blocks of this many positions, as in vLLM's prefix caching
+
+
+def _digest(item: torch.Tensor) -> int:
+    """A negative key for a placeholder position (token ids are never negative), the same for equal inputs."""
+    data = item.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return -1 - int.from_bytes(hashlib.blake2b(data, digest_size=7).digest(), "little")
+
+
+@dataclass
+class RowPrompt:
+    """One prompt of a padded batch: its tokens without padding, its inputs, where each input's placeholders begin,
+    and the content key of each position."""
+
+    input_ids: torch.Tensor  # (length,)
+    key: np.ndarray  # (length,) int64: token ids, placeholder positions replaced by their input's digest
+    images: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (start, pixels) in placeholder order
+    embeddings: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)  # by modality, the same
+
+    def inputs_from(self, start: int) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]] | None]:
+        """The pixel values and modality embeddings whose placeholders lie at or after `start`."""
+        images = [pixels for begin, pixels in self.images if begin >= start]
+        embeddings = {
+            name: [item for begin, item in items if begin >= start] for name, items in self.embeddings.items()
+        }
+        embeddings = {name: items for name, items in embeddings.items() if items}
+        return (torch.stack(images) if images else None), (embeddings or None)
+
+
+def split_rows(inputs: dict, config: LlavaQwen3Config) -> list[RowPrompt]:
+    """The rows of a left-padded batch from the processor, each with its own pictures and embeddings."""
+    pixel_values = inputs.get("pixel_values")
+    modality_embeds = inputs.get("modality_embeds") or {}
+    next_image = 0
+    next_item = dict.fromkeys(modality_embeds, 0)
+    rows = []
+    for input_ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
+        ids = input_ids[mask.bool()]
+        key = ids.numpy().astype(np.int64)
+        row = RowPrompt(ids, key)
+        positions = np.flatnonzero(key == config.image_token_id)
+        for start in positions[:: config.image_seq_length]:
+            pixels = pixel_values[next_image]
+            next_image += 1
+            key[start : start + config.image_seq_length] = _digest(pixels)
+            row.images.append((int(start), pixels))
+        for name, items in modality_embeds.items():
+            positions = np.flatnonzero(key == config.modalities[name]["token_id"])
+            taken = 0
+            while taken < len(positions):
+                item = torch.as_tensor(items[next_item[name]])
+                next_item[name] += 1
+                start, length = int(positions[taken]), 1 if item.dim() == 1 else item.shape[0]
+                key[positions[taken : taken + length]] = _digest(item)
+                row.embeddings.setdefault(name, []).append((start, item))
+                taken += length
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Prefix:
+    """A stored KV cache: the content key of its positions and each layer's keys and values `(heads, length, dim)`."""
+
+    key: np.ndarray
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(keys.nbytes + values.nbytes for keys, values in self.layers)
+
+
+class PrefixCache:
+    """Stored prefixes, least recently used dropped first beyond `max_bytes`. Not thread-safe: one backend's worker
+    uses it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"prefix_cache_bytes must be a whole number of bytes >= 0, got {max_bytes!r}.")
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._prefixes: OrderedDict[int, Prefix] = OrderedDict()
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
+    def longest(self, key: np.ndarray, limit: int) -> tuple[Prefix | None, int]:
+        """The stored prefix sharing the longest beginning with `key` and how many positions of it to reuse (at most
+        `limit`, whole blocks, not ending inside a placeholder run); `(None, 0)` when none is worth reusing."""
+        best, best_length = None, 0
+        for prefix_id, prefix in self._prefixes.items():
+            length = _common_length(prefix.key, key)
+            if length > best_length:
+                best, best_length, best_id = prefix, length, prefix_id
+        length = min(best_length, limit) // BLOCK_TOKENS * BLOCK_TOKENS
+        while 0 < length < len(key) and key[length] < 0 and key[length - 1] == key[length]:
+            length -= 1  # inside a picture's placeholders: its features cannot be computed in part
+        if best is None or length == 0:
+            return None, 0
+        self._prefixes.move_to_end(best_id)
+        return best, length
+
+    def put(self, key: np.ndarray, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Stores a prefix (copies of the given tensors), dropping the least recently used beyond the budget."""
+        prefix = Prefix(key.copy(), [(keys.clone(), values.clone()) for keys, values in layers])
+        if prefix.nbytes > self.max_bytes:
+            return
+        for prefix_id, stored in list(self._prefixes.items()):  # superseded: the new one begins with all of it
+            if _common_length(stored.key, key) == len(stored.key):
+                self.nbytes -= self._prefixes.pop(prefix_id).nbytes
+        self._prefixes[self._next_id] = prefix
+        self._next_id += 1
+        self.nbytes += prefix.nbytes
+        while self.nbytes > self.max_bytes:
+            _, dropped = self._prefixes.popitem(last=False)
+            self.nbytes -= dropped.nbytes
+
+
+def _common_length(stored: np.ndarray, key: np.ndarray) -> int:
+    length = min(len(stored), len(key))
+    differs = np.flatnonzero(stored[:length] != key[:length])
+    return int(differs[0]) if len(differs) else length

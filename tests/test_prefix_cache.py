@@ -1,0 +1,126 @@
+"""The torch backend's prefix cache: prompts that begin as earlier ones did reuse those prompts' KV caches and give the
+tokens of computing everything again; pictures and embeddings are told apart by content; the byte budget holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import draw_image
+
+from llava_qwen3.conversion import build_tiny_checkpoint
+from llava_qwen3.conversion.modalities import add_modality
+from llava_qwen3.inference import GenerationRequest, GenerationSettings
+from llava_qwen3.inference.prefix_cache import BLOCK_TOKENS, PrefixCache
+from llava_qwen3.inference.torch_backend import TorchBackend
+
+GREEDY = GenerationSettings(max_new_tokens=10)
+QUESTION = "What colour is the shape in this picture, and where in the picture is it? Say it in one sentence."
+
+
+def _turn(text: str, images: int = 1) -> dict:
+    return {"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}
+
+
+def _record(processor, messages: list[dict], images: list) -> dict:
+    return {"text": processor.apply_chat_template(messages, add_generation_prompt=True), "images": images}
+
+
+def _generate(backend: TorchBackend, records: list[dict]) -> list:
+    generations = backend.generate([GenerationRequest(record, GREEDY) for record in records])
+    assert all(generation.error is None for generation in generations)
+    return generations
+
+
+def test_reused_prefixes_give_the_tokens_of_computing_everything(tiny):
+    _, model, processor = tiny
+    plain, cached = TorchBackend(model, processor), TorchBackend(model, processor, prefix_cache_bytes=64 << 20)
+    first = _record(processor, [_turn(QUESTION)], [draw_image(1)])
+    first_plain, first_cached = _generate(plain, [first])[0], _generate(cached, [first])[0]
+    assert first_cached.token_ids == first_plain.token_ids and first_cached.cached_tokens == 0
+
+    conversation = [
+        _turn(QUESTION),
+        {"role": "assistant", "content": [{"type": "text", "text": first_plain.text}]},
+        _turn("And in this one?"),
+    ]
+    batch = [
+        _record(processor, conversation, [draw_image(1), draw_image(2)]),  # the next turn, adding a picture
+        _record(processor, [_turn(QUESTION)], [draw_image(3)]),  # the same words about another picture
+        first,  # the first turn again
+        {"text": processor.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True)},
+    ]
+    expected, reused = _generate(plain, batch), _generate(cached, batch)
+    assert [generation.token_ids for generation in reused] == [generation.token_ids for generation in expected]
+    assert [generation.prompt_tokens for generation in reused] == [generation.prompt_tokens for generation in expected]
+    next_turn, other_picture, again, text_only = (generation.cached_tokens for generation in reused)
+    assert next_turn >= first_plain.prompt_tokens // BLOCK_TOKENS * BLOCK_TOKENS > 0
+    assert again == (first_plain.prompt_tokens - 1) // BLOCK_TOKENS * BLOCK_TOKENS
+    assert other_picture == 0 and text_only == 0  # a different picture ends the shared beginning at its placeholders
+    assert all(generation.cached_tokens % BLOCK_TOKENS == 0 for generation in reused)
+
+
+def test_embeddings_are_reused_only_when_equal(tmp_path):
+    model, processor = build_tiny_checkpoint(tmp_path)
+    add_modality(model, processor, "m1", input_dim=8)
+    plain, cached = TorchBackend(model, processor), TorchBackend(model, processor, prefix_cache_bytes=64 << 20)
+    text = "<m1>\n" + QUESTION + " " + QUESTION
+
+    def record(seed: int) -> dict:
+        vectors = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed))
+        return {"text": text, "multimodal_data": {"multimodal_embeddings": {"m1": [vectors]}}}
+
+    _generate(cached, [record(0)])
+    expected, reused = _generate(plain, [record(0), record(1)]), _generate(cached, [record(0), record(1)])
+    assert [generation.token_ids for generation in reused] == [generation.token_ids for generation in expected]
+    assert reused[0].cached_tokens > 0 and reused[1].cached_tokens == 0
+
+
+def _layers(length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.zeros(1, length, 2), torch.zeros(1, length, 2))]  # 16 bytes per position
+
+
+def test_the_budget_drops_the_least_recently_used_and_superseded_prefixes():
+    store = PrefixCache(max_bytes=16 * 80)
+    first, second = np.arange(40), np.arange(100, 140)
+    store.put(first, _layers(40))
+    store.put(second, _layers(40))
+    assert len(store) == 2 and store.nbytes == 16 * 80
+    assert store.longest(first, limit=40)[1] == 32  # whole blocks only; now the most recently used
+    store.put(np.arange(200, 210), _layers(10))  # over budget: the least recently used (second) goes
+    assert store.longest(second, limit=40) == (None, 0) and store.longest(first, limit=40)[1] == 32
+    store.put(np.arange(60), _layers(60))  # begins with all of first: replaces it
+    assert len(store) == 2 and store.longest(np.arange(60), limit=60)[1] == 48
+    store.put(np.arange(100), _layers(100))  # larger than the whole budget: not kept
+    assert store.nbytes <= store.max_bytes and store.longest(np.arange(100), limit=100)[1] == 48
+
+
+def test_a_reused_prefix_never_ends_inside_a_placeholder_run():
+    store = PrefixCache(max_bytes=1 << 20)
+    picture = -12345
+    key = np.concatenate([np.arange(10), np.full(30, picture), np.arange(50, 60)])  # a picture at positions 10..39
+    store.put(key, _layers(len(key)))
+    assert store.longest(key, limit=len(key))[1] == 48  # past the picture: whole blocks
+    assert store.longest(key, limit=35)[1] == 10  # a block boundary at 32 falls inside it: back to its start
+
+
+@pytest.mark.parametrize("budget", [-1, 1.5, True])
+def test_the_budget_is_checked(budget):
+    with pytest.raises(ValueError, match="prefix_cache_bytes must be a whole number of bytes >= 0"):
+        PrefixCache(budget)
+
+
+@pytest.mark.one_line
+def test_the_serve_command_keeps_a_prefix_cache_for_torch_only():
+    from llava_qwen3.serving.cli import DEFAULT_PREFIX_CACHE_MIB, _backend_options, build_parser
+
+    def options(*flags: str) -> dict:
+        return _backend_options(build_parser().parse_args(["--model", "folder", *flags]))
+
+    assert options() == {"prefix_cache_bytes": DEFAULT_PREFIX_CACHE_MIB * 2**20}
+    assert options("--prefix-cache-mib", "0") == {"prefix_cache_bytes": 0}
+    with pytest.raises(ValueError, match="--prefix-cache-mib must be 0 \\(none\\) or more, got -1"):
+        options("--prefix-cache-mib", "-1")
+    with pytest.raises(ValueError, match="--prefix-cache-mib is for the torch backend"):
+        options("--backend", "onnx", "--prefix-cache-mib", "16")
+    assert options("--backend", "onnx") == {}
