@@ -60,7 +60,7 @@ def test_the_backend_and_both_commands_take_the_option(demo_model, tmp_path, cap
     assert backend.device == "cpu"
     assert not any(type(module) is torch.nn.Linear for module in backend.model.modules())
     args = build_parser().parse_args(["--model", str(folder), "--quantize", "int8"])
-    assert _backend_options(args) == {"quantize": "int8"}
+    assert _backend_options(args) == {"quantize": "int8", "prefix_cache_bytes": 256 * 2**20}
     onnx_args = build_parser().parse_args(["--model", str(folder), "--backend", "onnx", "--quantize", "int8"])
     with pytest.raises(ValueError, match="--quantize is for the torch backend"):
         _backend_options(onnx_args)

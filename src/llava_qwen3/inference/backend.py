@@ -50,8 +50,9 @@ class InferenceBackend(ABC):
         """The batch of model inputs for `records` (a `BatchFeature`), or an input error."""
 
     @abstractmethod
-    def _decode(self, inputs: Any, decoding: BatchDecoding) -> None:
-        """Runs the engine's generation loop on `inputs` with `decoding`'s hooks until every row is done."""
+    def _decode(self, inputs: Any, decoding: BatchDecoding) -> Sequence[int] | None:
+        """Runs the engine's generation loop on `inputs` with `decoding`'s hooks until every row is done; returns how
+        many of each row's prompt tokens were read from a prefix cache (None: the engine keeps none)."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One `Generation` per request, decoded together as one batch."""
@@ -69,9 +70,9 @@ class InferenceBackend(ABC):
             decoding = BatchDecoding(
                 [requests[index] for index in good], self.processor.tokenizer, self.stop_token_ids, self.pad_token_id
             )
-            self._decode(inputs, decoding)
+            cached_tokens = self._decode(inputs, decoding) or [0] * len(good)
             prompt_tokens = [int(length) for length in inputs["attention_mask"].sum(-1).tolist()]
-            for index, generation in zip(good, decoding.results(prompt_tokens), strict=True):
+            for index, generation in zip(good, decoding.results(prompt_tokens, cached_tokens), strict=True):
                 results[index] = generation
         return results
 
@@ -123,8 +124,9 @@ def _error(message: str) -> Generation:
 def load_backend(model: str | Path, backend: str = "torch", **options: Any) -> InferenceBackend:
     """The backend `backend` ("torch" or "onnx") over the checkpoint or export at `model`.
 
-    Options go to the backend's `from_pretrained`: for "torch", `device`, `dtype` and `quantize` (one of
-    `QUANTIZATIONS`), and any `from_pretrained` argument of the model; for "onnx", `variant` (default "quantized",
+    Options go to the backend's `from_pretrained`: for "torch", `device`, `dtype`, `quantize` (one of
+    `QUANTIZATIONS`), `prefix_cache_bytes` (reuse of earlier prompts' KV caches) and any `from_pretrained` argument of
+    the model; for "onnx", `variant` (default "quantized",
     the INT8 graphs) and onnxruntime's `providers`.
     """
     if backend == "torch":

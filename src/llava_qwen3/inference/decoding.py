@@ -124,12 +124,14 @@ class BatchDecoding:
             row.stream()
         return self.done
 
-    def results(self, prompt_tokens: Sequence[int]) -> list[Generation]:
+    def results(self, prompt_tokens: Sequence[int], cached_tokens: Sequence[int]) -> list[Generation]:
         """One `Generation` per request; a row the loop left unfinished ran out of tokens."""
         generations = []
-        for row, prompt_length in zip(self.rows, prompt_tokens, strict=True):
+        for row, prompt_length, cached in zip(self.rows, prompt_tokens, cached_tokens, strict=True):
             if row.finish_reason is None:
                 row.finish_reason = "length"
                 row.stream()
-            generations.append(Generation(row.text, row.token_ids, row.finish_reason, int(prompt_length)))
+            generations.append(
+                Generation(row.text, row.token_ids, row.finish_reason, int(prompt_length), cached_tokens=int(cached))
+            )
         return generations

@@ -44,7 +44,7 @@ class OnnxBackend(InferenceBackend):
                 )
         return self.processor.process_records(records, return_tensors="np")
 
-    def _decode(self, inputs: Any, decoding: BatchDecoding) -> None:
+    def _decode(self, inputs: Any, decoding: BatchDecoding) -> None:  # no prefix cache
         self.runner.generate(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],

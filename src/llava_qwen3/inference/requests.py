@@ -63,6 +63,7 @@ class Generation:
 
     `finish_reason` is "stop" (a stop token or string), "length" (`max_new_tokens` reached), "cancelled", or "error"
     (the request itself was bad: `error` says why; the other requests of its batch are unaffected).
+    `cached_tokens` of the `prompt_tokens` were read from the backend's prefix cache instead of computed.
     """
 
     text: str = ""
@@ -70,6 +71,7 @@ class Generation:
     finish_reason: str = "length"
     prompt_tokens: int = 0
     error: str | None = None
+    cached_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:

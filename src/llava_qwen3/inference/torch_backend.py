@@ -1,5 +1,6 @@
 """The PyTorch backend: the model's own `generate()`, with the per-request hooks as a logits processor and a stopping
-criterion."""
+criterion, and optionally a prefix cache (see `prefix_cache`) so that prompts that begin as earlier ones did start
+from those prompts' KV caches."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from ..modeling import LlavaQwen3ForConditionalGeneration
+from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .backend import QUANTIZATIONS, InferenceBackend
 from .decoding import BatchDecoding
 from .int8 import quantize_linear_layers_int8
+from .prefix_cache import Prefix, PrefixCache, RowPrompt, split_rows
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
@@ -41,14 +43,18 @@ class _RequestsDone(StoppingCriteria):
 
 
 class TorchBackend(InferenceBackend):
-    """`LlavaQwen3ForConditionalGeneration` and its processor."""
+    """`LlavaQwen3ForConditionalGeneration` and its processor; with `prefix_cache_bytes`, a prefix cache of that
+    budget."""
 
     name = "torch"
     tensor_type = "pt"
 
-    def __init__(self, model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor) -> None:
+    def __init__(
+        self, model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, prefix_cache_bytes: int = 0
+    ) -> None:
         super().__init__(processor, model.generation_config.to_dict(), model.config.text_config.max_position_embeddings)
         self.model = model.eval()
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
 
     @classmethod
     def from_pretrained(
@@ -57,18 +63,22 @@ class TorchBackend(InferenceBackend):
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         quantize: str | None = None,
+        prefix_cache_bytes: int = 0,
         **kwargs: Any,
     ) -> TorchBackend:
         """Loads a checkpoint folder or repo id onto `device` (default: CUDA where present, else CPU) in `dtype`
-        (default: as saved); `quantize="int8"` then gives every linear layer INT8 weights (CPU only, see `int8`)."""
+        (default: as saved); `quantize="int8"` then gives every linear layer INT8 weights (CPU only, see `int8`).
+        `prefix_cache_bytes` > 0 keeps the KV caches of earlier requests up to that many bytes for prompts that begin
+        the same way (0: none)."""
         if quantize is not None and quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize={quantize!r} is unknown; expected one of {', '.join(QUANTIZATIONS)} or None.")
+        prefix_cache = PrefixCache(prefix_cache_bytes)  # checks the budget before the model is loaded
         device = device or ("cuda" if torch.cuda.is_available() and quantize is None else "cpu")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype or "auto", **kwargs)
         model = model.to(device)
         if quantize == "int8":
             quantize_linear_layers_int8(model)
-        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint))
+        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint), prefix_cache.max_bytes)
 
     @property
     def device(self) -> str:
@@ -81,12 +91,87 @@ class TorchBackend(InferenceBackend):
         return self.processor.process_records(records, return_tensors="pt")
 
     @torch.inference_mode()
-    def _decode(self, inputs: Any, decoding: BatchDecoding) -> None:
-        self.model.generate(
-            **inputs.to(self.model.device),
+    def _decode(self, inputs: Any, decoding: BatchDecoding) -> list[int] | None:
+        options = dict(
             max_new_tokens=decoding.max_new_tokens,
             do_sample=False,
             pad_token_id=self.pad_token_id,
             logits_processor=LogitsProcessorList([_ChooseForEachRequest(decoding)]),
             stopping_criteria=StoppingCriteriaList([_RequestsDone(decoding)]),
         )
+        if self.prefix_cache is None:
+            self.model.generate(**inputs.to(self.model.device), **options)
+            return None
+        rows = split_rows(inputs, self.model.config)
+        # Each row may reuse up to all but its last token: generate() computes that one, for the whole batch.
+        reuse = [self.prefix_cache.longest(row.key, len(row.key) - 1) for row in rows]
+        padded_length = inputs["input_ids"].shape[1]
+        inputs = inputs.to(self.model.device)
+        reused = [length for _, length in reuse]
+        if any(reused) and not any(row.key[-1] < 0 for row in rows):
+            prefilled = self._prefilled_batch(rows, reuse, padded_length)
+            inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+            options[CACHE_ARGUMENT] = prefilled
+        else:
+            reused = [0] * len(rows)
+        output = self.model.generate(**inputs, return_dict_in_generate=True, **options)
+        self._store(rows, output.sequences[:, padded_length:], getattr(output, CACHE_ARGUMENT), padded_length)
+        return reused
+
+    def _prefilled_batch(
+        self, rows: list[RowPrompt], reuse: list[tuple[Prefix | None, int]], padded_length: int
+    ) -> DynamicCache:
+        """A left-padded batch cache holding every row's prompt but its last token: each row's reused prefix plus
+        the rest computed for that row alone."""
+        row_caches = []
+        for row, (prefix, length) in zip(rows, reuse, strict=True):
+            cache = DynamicCache()
+            if prefix is not None:
+                for layer, (keys, values) in enumerate(prefix.layers):
+                    cache.update(keys[None, :, :length], values[None, :, :length], layer)
+            end = len(row.key) - 1
+            if end > length:
+                pixel_values, modality_embeds = row.inputs_from(length)
+                self.model(
+                    input_ids=row.input_ids[None, length:end].to(self.model.device),
+                    pixel_values=None if pixel_values is None else pixel_values.to(self.model.device),
+                    modality_embeds=modality_embeds,
+                    position_ids=torch.arange(length, end, device=self.model.device)[None],
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{CACHE_ARGUMENT: cache},
+                )
+            row_caches.append(cache)
+        batch = DynamicCache()
+        for layer in range(self.model.config.text_config.num_hidden_layers):
+            filled = [_layer(cache, layer) for cache in row_caches]
+            shape_source = next(keys for keys, _ in filled if keys is not None)
+            heads, dim = shape_source.shape[1], shape_source.shape[3]
+            keys = shape_source.new_zeros(len(rows), heads, padded_length - 1, dim)
+            values = torch.zeros_like(keys)
+            for index, (row, (row_keys, row_values)) in enumerate(zip(rows, filled, strict=True)):
+                if row_keys is not None:
+                    start = padded_length - len(row.key)
+                    keys[index, :, start:] = row_keys[0]
+                    values[index, :, start:] = row_values[0]
+            batch.update(keys, values, layer)
+        return batch
+
+    def _store(self, rows: list[RowPrompt], generated: torch.Tensor, cache: DynamicCache, padded_length: int) -> None:
+        """Keeps each row's prompt and answer as far as the cache holds them (the last token was never fed back)."""
+        fed = generated.shape[1] - 1
+        stops = set(self.stop_token_ids)
+        for index, row in enumerate(rows):
+            tokens = generated[index, :fed].tolist()
+            own = next((position + 1 for position, token in enumerate(tokens) if token in stops), fed)
+            start, end = padded_length - len(row.key), padded_length + own
+            key = np.concatenate([row.key, np.asarray(tokens[:own], dtype=np.int64)])
+            layers = [(layer.keys[index, :, start:end], layer.values[index, :, start:end]) for layer in cache.layers]
+            self.prefix_cache.put(key, layers)
+
+
+def _layer(cache: DynamicCache, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A layer's keys and values `(1, heads, length, dim)`, or Nones where the cache holds no position yet."""
+    if len(cache.layers) <= layer or cache.layers[layer].keys is None or cache.layers[layer].keys.numel() == 0:
+        return None, None
+    return cache.layers[layer].keys, cache.layers[layer].values

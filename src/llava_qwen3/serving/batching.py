@@ -168,5 +168,6 @@ class Batcher:
             self.metrics.generations.labels(generation.finish_reason).inc()
             if generation.finish_reason != "error":
                 self.metrics.prompt_tokens.inc(generation.prompt_tokens)
+                self.metrics.cached_prompt_tokens.inc(generation.cached_tokens)
                 self.metrics.completion_tokens.inc(generation.completion_tokens)
             pending.send(generation)

@@ -17,6 +17,7 @@ from .limits import ServerLimits
 from .service import ServerOptions
 
 API_KEY_VARIABLE = "LLAVA_QWEN3_API_KEY"
+DEFAULT_PREFIX_CACHE_MIB = 256  # the torch backend's prefix cache: about 1,170 tokens of Qwen3-0.6B's fp32 KV cache
 logger = logging.getLogger(__name__)
 
 
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda [cuda where present, else cpu]")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="torch on CPU: INT8 linear layers [none: as saved]")
     parser.add_argument(
+        "--prefix-cache-mib",
+        type=int,
+        help=f"torch: MiB of earlier requests' KV caches kept for prompts that begin the same way, 0 for none "
+        f"[{DEFAULT_PREFIX_CACHE_MIB}]",
+    )
+    parser.add_argument(
         "--threads", type=int, help="CPU threads the engine uses for a batch [the engine's default: one per core]"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
@@ -70,6 +77,8 @@ def _backend_options(args: argparse.Namespace) -> dict:
             raise ValueError("--device is for the torch backend; the onnx backend runs on onnxruntime's CPU provider.")
         if args.quantize is not None:
             raise ValueError("--quantize is for the torch backend; the onnx backend picks INT8 graphs with --variant.")
+        if args.prefix_cache_mib is not None:
+            raise ValueError("--prefix-cache-mib is for the torch backend; the onnx backend keeps no prefix cache.")
         options = {} if args.variant is None else {"variant": args.variant}
         if args.threads is not None:
             import onnxruntime
@@ -83,7 +92,12 @@ def _backend_options(args: argparse.Namespace) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    options = {} if args.device is None else {"device": args.device}
+    cache_mib = DEFAULT_PREFIX_CACHE_MIB if args.prefix_cache_mib is None else args.prefix_cache_mib
+    if cache_mib < 0:
+        raise ValueError(f"--prefix-cache-mib must be 0 (none) or more, got {cache_mib}.")
+    options = {"prefix_cache_bytes": cache_mib * 2**20}
+    if args.device is not None:
+        options["device"] = args.device
     return options if args.quantize is None else {**options, "quantize": args.quantize}
 
 

@@ -12,8 +12,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServerMetrics:
-    """Requests by route and status, their latency, tokens in and out, generations by finish reason, batch sizes and
-    the queue's depth."""
+    """Requests by route and status, their latency, tokens in (and of those, read from the prefix cache) and out,
+    generations by finish reason, batch sizes and the queue's depth."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -31,6 +31,9 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "prompt tokens decoded", registry=self.registry)
+        self.cached_prompt_tokens = Counter(
+            f"{PREFIX}_cached_prompt_tokens", "prompt tokens read from the prefix cache", registry=self.registry
+        )
         self.completion_tokens = Counter(f"{PREFIX}_completion_tokens", "tokens generated", registry=self.registry)
         self.generations = Counter(
             f"{PREFIX}_generations", "generations finished, by finish reason", ["finish_reason"], registry=self.registry

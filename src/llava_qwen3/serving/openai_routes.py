@@ -23,6 +23,7 @@ from .openai_schema import (
     Delta,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     Usage,
 )
 from .service import Service, checked
@@ -36,7 +37,10 @@ def usage(generation: Generation) -> Usage:
     """The token counts of a finished generation."""
     total = generation.prompt_tokens + generation.completion_tokens
     return Usage(
-        prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens, total_tokens=total
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        total_tokens=total,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=generation.cached_tokens),
     )
 
 
