@@ -15,9 +15,10 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
-from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel, modeling_outputs
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.utils import logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
@@ -26,6 +27,15 @@ TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache` (model arguments, outputs, generate()). The
 # model takes either name and passes the cache on, and returns it, under the installed line's.
 CACHE_ARGUMENT = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+# Where the old name is deprecated, passing it warns as transformers' own models do.
+renamed_cache_argument = (
+    deprecate_kwarg("past_key_values", "5.40.0", new_name="cache") if CACHE_ARGUMENT == "cache" else (lambda f: f)
+)
+# transformers 5.24's vision-language outputs also carry the image encoder's output (`image_outputs`: its last hidden
+# state, hidden states, attentions and the per-image features as `pooler_output`); earlier lines' do not.
+BaseOutput = getattr(modeling_outputs, "MultimodalBaseModelOutputWithPast", BaseModelOutputWithPast)
+CausalLMOutput = getattr(modeling_outputs, "MultimodalCausalLMOutputWithPast", CausalLMOutputWithPast)
+HAS_IMAGE_OUTPUTS = "image_outputs" in BaseOutput.__dataclass_fields__
 logger = logging.get_logger(__name__)
 
 # The model's parts, as the prefixes of their modules' names in LlavaQwen3ForConditionalGeneration. Training stages,
@@ -50,14 +60,15 @@ def part_of(parameter_name: str) -> str | None:
 
 
 @dataclass
-class LlavaQwen3ModelOutputWithPast(BaseModelOutputWithPast):
-    """Language-model outputs plus the projected image features that were merged into the sequence."""
+class LlavaQwen3ModelOutputWithPast(BaseOutput):
+    """Language-model outputs plus the projected image features that were merged into the sequence (and, on
+    transformers 5.24+, the image encoder's output as `image_outputs`)."""
 
     image_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass
-class LlavaQwen3CausalLMOutputWithPast(CausalLMOutputWithPast):
+class LlavaQwen3CausalLMOutputWithPast(CausalLMOutput):
     """Causal language-model outputs of [`LlavaQwen3ForConditionalGeneration`], plus the merged image features."""
 
     image_hidden_states: torch.FloatTensor | None = None
@@ -363,6 +374,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
                 raise ValueError(f"The input holds {name} placeholder tokens but no {inputs} were given.")
 
     @can_return_tuple
+    @renamed_cache_argument
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -396,9 +408,18 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             if input_ids is not None and (_is_prefill(cache) or input_ids.shape[1] > 1):
                 self._check_placeholders_have_inputs(input_ids, set(modality_embeds), pixel_values is not None)
 
-        image_features = None
-        if pixel_values is not None:
+        image_features, image_outputs = None, {}
+        if pixel_values is not None and HAS_IMAGE_OUTPUTS:
+            encoded = self.get_image_features(
+                pixel_values,
+                return_dict=True,
+                output_hidden_states=kwargs.get("output_hidden_states"),
+                output_attentions=kwargs.get("output_attentions"),
+            )
+            image_features, image_outputs = torch.stack(encoded.pooler_output), {"image_outputs": encoded}
+        elif pixel_values is not None:
             image_features = self.project_images(pixel_values)
+        if image_features is not None:
             inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
         if modality_embeds:
             inputs_embeds = self.merge_modality_features(input_ids, inputs_embeds, modality_embeds)
@@ -418,6 +439,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
+            **image_outputs,
         )
 
 
@@ -483,6 +505,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
         )
 
     @can_return_tuple
+    @renamed_cache_argument
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -538,6 +561,7 @@ class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMi
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            **({"image_outputs": outputs.image_outputs} if HAS_IMAGE_OUTPUTS else {}),
         )
 
     def prepare_inputs_for_generation(
