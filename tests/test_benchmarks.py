@@ -30,7 +30,12 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
         assert set(by_implementation) == {"llava_qwen3", "built-in Llava", "llava_qwen3 INT8"}
         # INT8 weights are a quarter of fp32's bytes, except the norms and the input embedding table.
         assert by_implementation["llava_qwen3 INT8"]["weight_gb"] < by_implementation["llava_qwen3"]["weight_gb"]
-        for measured in by_implementation.values():
+        for name, measured in by_implementation.items():
+            served = (
+                set()
+                if name == "built-in Llava"
+                else {"backend_second_turn_recompute_s", "backend_second_turn_cached_s"}
+            )
             assert set(measured) == {
                 "load_s",
                 "ttft_s",
@@ -41,6 +46,8 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
                 "peak_rss_gb",
                 "weight_gb",
                 "decoder_weight_gb",
+                *served,
             }
             assert all(value > 0 for value in measured.values()), measured
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
+    assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
