@@ -6,7 +6,8 @@ with the same sizes, then measures each in its own process (so that peak residen
 time (from the page cache), time to first token for one image and a 20-token question, decode tokens/s at batch 1,
 tokens/s at batch 8, the second turn of a chat about the same image (recomputed from scratch, and reusing the first
 turn's KV cache as transformers' prompt-reuse recipe does; for this model also through the torch backend, what the
-server runs, with and without its prefix cache), and peak resident memory. The memory-bandwidth floor is
+server runs, with and without its prefix cache), and peak resident memory (also after the imports, the load, the
+batch-1 runs and the batch-8 runs, to show where it grows). The memory-bandwidth floor is
 the time to read the language model's weights once per token at the copy bandwidth measured in this run. Every
 figure is also given as a ratio to the built-in Llava's. The same checkpoint of this model is also measured with
 INT8 linear layers (`quantize_linear_layers_int8`, the torch backend's `quantize="int8"`), as a ratio to its fp32
@@ -189,6 +190,11 @@ def backend_second_turn(model: LlavaQwen3ForConditionalGeneration, repeats: int)
     return {"backend_second_turn_recompute_s": recompute_s, "backend_second_turn_cached_s": statistics.median(times)}
 
 
+def peak_rss_gb() -> float:
+    """The largest resident set this process has had so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 def read_through(folder: Path) -> None:
     """Reads the folder's files once, so that every load is timed from the page cache, not from a cold disk."""
     for path in folder.iterdir():
@@ -200,9 +206,11 @@ def read_through(folder: Path) -> None:
 def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
     """Every figure for one saved checkpoint, measured in this process."""
     read_through(folder)
+    stages = {"peak_rss_imports_gb": peak_rss_gb()}  # the process's largest resident set after each stage
     start = time.perf_counter()
     model = load(implementation, folder)
     load_s = time.perf_counter() - start
+    stages["peak_rss_loaded_gb"] = peak_rss_gb()
     model.generation_config.eos_token_id = None  # generate exactly new_tokens tokens
     model.generation_config.pad_token_id = 0
     one = prompt(model)
@@ -212,7 +220,9 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     for _ in range(repeats):
         stamps = greedy(model, one, new_tokens).stamps
         rates.append((len(stamps) - 2) / (stamps[-1] - stamps[1]))
+    stages["peak_rss_batch1_gb"] = peak_rss_gb()
     batch_s = median_seconds(lambda: greedy(model, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
+    stages["peak_rss_batch8_gb"] = peak_rss_gb()
 
     # The second turn: the first turn's prompt and answer, then another question of QUESTION_TOKENS tokens.
     with torch.inference_mode():
@@ -234,17 +244,18 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     text_only = {key: value for key, value in second.items() if key != "pixel_values"}
     reuse_s = median_seconds(lambda: greedy(model, text_only, 1, **{CACHE_ARGUMENT: copy.deepcopy(cached)}), repeats)
 
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the backend's runs below
+    peak_gb = peak_rss_gb()  # before the backend's runs below
     served = {} if implementation == "built-in Llava" else backend_second_turn(model, repeats)
     return {
         **served,
+        **stages,
         "load_s": load_s,
         "ttft_s": ttft_s,
         "decode_tok_s": statistics.median(rates),
         "batch8_tok_s": BATCH * new_tokens / batch_s,
         "second_turn_recompute_s": recompute_s,
         "second_turn_reuse_s": reuse_s,
-        "peak_rss_gb": peak_kib * 1024 / 1e9,
+        "peak_rss_gb": peak_gb,
         "weight_gb": tensor_bytes(model) / 1e9,
         "decoder_weight_gb": decoder_bytes(model) / 1e9,
     }
@@ -272,6 +283,11 @@ ROWS = [  # (label, key, unit, higher is better)
 
 def reuse(figures: dict[str, float]) -> float:
     return figures["second_turn_reuse_s"] / figures["second_turn_recompute_s"]
+
+
+def by_stage(figures: dict[str, float]) -> str:
+    stages = ("imports", "loaded", "batch1", "batch8")
+    return " / ".join(f"{figures[f'peak_rss_{stage}_gb']:.2f}" for stage in stages) + " GB"
 
 
 def served_reuse(figures: dict[str, float]) -> float:
@@ -310,6 +326,8 @@ def table(results: dict, bandwidth: float, language_model: str) -> str:
             f"{reuse(int8):.2f}x | |",
             f"| second turn through the torch backend, prefix cache vs none | {served_reuse(ours):.2f}x | | | "
             f"{served_reuse(int8):.2f}x | |",
+            f"| peak memory after imports / load / batch 1 / batch 8 | {by_stage(ours)} | {by_stage(theirs)} | | "
+            f"{by_stage(int8)} | |",
             f"| peak memory vs weight bytes | {ours['peak_rss_gb'] / ours['weight_gb']:.2f}x | "
             f"{theirs['peak_rss_gb'] / theirs['weight_gb']:.2f}x | | "
             f"{int8['peak_rss_gb'] / int8['weight_gb']:.2f}x | |",

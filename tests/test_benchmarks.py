@@ -44,6 +44,10 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
                 "second_turn_recompute_s",
                 "second_turn_reuse_s",
                 "peak_rss_gb",
+                "peak_rss_imports_gb",
+                "peak_rss_loaded_gb",
+                "peak_rss_batch1_gb",
+                "peak_rss_batch8_gb",
                 "weight_gb",
                 "decoder_weight_gb",
                 *served,
@@ -51,3 +55,4 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
             assert all(value > 0 for value in measured.values()), measured
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
     assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
+    assert "| peak memory after imports / load / batch 1 / batch 8 |" in result.stdout
