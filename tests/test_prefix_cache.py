@@ -11,7 +11,7 @@ from helpers import draw_image
 from llava_qwen3.conversion import build_tiny_checkpoint
 from llava_qwen3.conversion.modalities import add_modality
 from llava_qwen3.inference import GenerationRequest, GenerationSettings
-from llava_qwen3.inference.prefix_cache import BLOCK_TOKENS, PrefixCache
+from llava_qwen3.inference.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from llava_qwen3.inference.torch_backend import TorchBackend
 
 GREEDY = GenerationSettings(max_new_tokens=10)
@@ -44,20 +44,37 @@ def test_reused_prefixes_give_the_tokens_of_computing_everything(tiny):
         {"role": "assistant", "content": [{"type": "text", "text": first_plain.text}]},
         _turn("And in this one?"),
     ]
+    next_turn = _record(processor, conversation, [draw_image(1), draw_image(2)])  # adds a picture
+    # Alone, a request reuses all it shares with a stored prefix: the next turn at least the first turn's prompt,
+    # the first turn again all of it but the last token, which generate() computes.
+    alone = [_generate(cached, [record])[0] for record in (next_turn, first)]
+    assert [generation.token_ids for generation in alone] == [
+        _generate(plain, [record])[0].token_ids for record in (next_turn, first)
+    ]
+    assert (
+        alone[0].cached_tokens >= first_plain.prompt_tokens and alone[1].cached_tokens == first_plain.prompt_tokens - 1
+    )
+
+    # In a batch every reusing row starts its rest at the same column, where the shortest reused prefix ends: a third
+    # turn reuses the second's prompt, the first turn again only as much as leaves it the third turn's rest.
+    third_turn = [
+        *conversation,
+        {"role": "assistant", "content": [{"type": "text", "text": alone[0].text}]},
+        _turn("Which of the two is larger?", images=0),
+    ]
     batch = [
-        _record(processor, conversation, [draw_image(1), draw_image(2)]),  # the next turn, adding a picture
+        _record(processor, third_turn, [draw_image(1), draw_image(2)]),
         _record(processor, [_turn(QUESTION)], [draw_image(3)]),  # the same words about another picture
-        first,  # the first turn again
+        first,
         {"text": processor.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True)},
     ]
     expected, reused = _generate(plain, batch), _generate(cached, batch)
     assert [generation.token_ids for generation in reused] == [generation.token_ids for generation in expected]
     assert [generation.prompt_tokens for generation in reused] == [generation.prompt_tokens for generation in expected]
-    next_turn, other_picture, again, text_only = (generation.cached_tokens for generation in reused)
-    assert next_turn >= first_plain.prompt_tokens // BLOCK_TOKENS * BLOCK_TOKENS > 0
-    assert again == (first_plain.prompt_tokens - 1) // BLOCK_TOKENS * BLOCK_TOKENS
-    assert other_picture == 0 and text_only == 0  # a different picture ends the shared beginning at its placeholders
-    assert all(generation.cached_tokens % BLOCK_TOKENS == 0 for generation in reused)
+    third, other_picture, again, text_only = reused
+    assert third.cached_tokens >= alone[0].prompt_tokens
+    assert 0 < again.cached_tokens == again.prompt_tokens - (third.prompt_tokens - third.cached_tokens)
+    assert other_picture.cached_tokens == 0 and text_only.cached_tokens == 0  # another picture ends the shared part
 
 
 def test_embeddings_are_reused_only_when_equal(tmp_path):
@@ -86,22 +103,25 @@ def test_the_budget_drops_the_least_recently_used_and_superseded_prefixes():
     store.put(first, _layers(40))
     store.put(second, _layers(40))
     assert len(store) == 2 and store.nbytes == 16 * 80
-    assert store.longest(first, limit=40)[1] == 32  # whole blocks only; now the most recently used
+    assert store.longest(first, limit=39)[1] == 39  # now the most recently used
     store.put(np.arange(200, 210), _layers(10))  # over budget: the least recently used (second) goes
-    assert store.longest(second, limit=40) == (None, 0) and store.longest(first, limit=40)[1] == 32
+    assert store.longest(second, limit=40) == (None, 0) and store.longest(first, limit=40)[1] == 40
     store.put(np.arange(60), _layers(60))  # begins with all of first: replaces it
-    assert len(store) == 2 and store.longest(np.arange(60), limit=60)[1] == 48
+    assert len(store) == 2 and store.longest(np.arange(60), limit=60)[1] == 60
     store.put(np.arange(100), _layers(100))  # larger than the whole budget: not kept
-    assert store.nbytes <= store.max_bytes and store.longest(np.arange(100), limit=100)[1] == 48
+    assert store.nbytes <= store.max_bytes and store.longest(np.arange(100), limit=100)[1] == 60
+    short = np.concatenate([np.arange(MIN_REUSE_TOKENS - 1), [-5]])  # shares too little with any prefix
+    assert store.longest(short, limit=len(short)) == (None, 0)
 
 
 def test_a_reused_prefix_never_ends_inside_a_placeholder_run():
     store = PrefixCache(max_bytes=1 << 20)
     picture = -12345
-    key = np.concatenate([np.arange(10), np.full(30, picture), np.arange(50, 60)])  # a picture at positions 10..39
+    key = np.concatenate([np.arange(20), np.full(30, picture), np.arange(50, 60)])  # a picture at positions 20..49
     store.put(key, _layers(len(key)))
-    assert store.longest(key, limit=len(key))[1] == 48  # past the picture: whole blocks
-    assert store.longest(key, limit=35)[1] == 10  # a block boundary at 32 falls inside it: back to its start
+    assert store.longest(key, limit=55)[1] == 55  # past the picture
+    assert store.longest(key, limit=35)[1] == 20  # inside it: back to its start
+    assert store.longest(key[:40], limit=39)[1] == 20  # a prompt that ends inside it, the same
 
 
 @pytest.mark.parametrize("budget", [-1, 1.5, True])

@@ -4,7 +4,7 @@ A prompt that begins the way an earlier request's prompt and answer did (the nex
 about the same picture) starts from that request's KV cache instead of computing its beginning again. The cache is
 keyed by the content of each position: the token id, or, at a placeholder, a digest of the picture or embedding that
 the placeholder stands for (every picture gives the same placeholder ids). A lookup takes the stored prefix with the
-longest common beginning, in whole blocks of `BLOCK_TOKENS` (so that a shared chat header alone is not worth a
+longest common beginning, if it is at least `MIN_REUSE_TOKENS` long (a shared chat header alone is not worth a
 lookup), never ending inside a picture's or embedding's placeholders. Prefixes are dropped least recently used first
 beyond a byte budget.
 """
@@ -20,7 +20,7 @@ import torch
 
 from ..modeling import LlavaQwen3Config
 
-BLOCK_TOKENS = 16  # reuse is counted in whole blocks of this many positions, as in vLLM's prefix caching
+MIN_REUSE_TOKENS = 16  # a shorter shared beginning is not reused
 
 
 def _digest(item: torch.Tensor) -> int:
@@ -39,14 +39,13 @@ class RowPrompt:
     images: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (start, pixels) in placeholder order
     embeddings: dict[str, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)  # by modality, the same
 
-    def inputs_from(self, start: int) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]] | None]:
-        """The pixel values and modality embeddings whose placeholders lie at or after `start`."""
-        images = [pixels for begin, pixels in self.images if begin >= start]
+    def inputs_between(self, start: int, end: int) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]]]:
+        """The pictures' pixel values and the modality embeddings whose placeholders begin in `[start, end)`."""
+        images = [pixels for begin, pixels in self.images if start <= begin < end]
         embeddings = {
-            name: [item for begin, item in items if begin >= start] for name, items in self.embeddings.items()
+            name: [item for begin, item in items if start <= begin < end] for name, items in self.embeddings.items()
         }
-        embeddings = {name: items for name, items in embeddings.items() if items}
-        return (torch.stack(images) if images else None), (embeddings or None)
+        return images, {name: items for name, items in embeddings.items() if items}
 
 
 def split_rows(inputs: dict, config: LlavaQwen3Config) -> list[RowPrompt]:
@@ -109,16 +108,14 @@ class PrefixCache:
 
     def longest(self, key: np.ndarray, limit: int) -> tuple[Prefix | None, int]:
         """The stored prefix sharing the longest beginning with `key` and how many positions of it to reuse (at most
-        `limit`, whole blocks, not ending inside a placeholder run); `(None, 0)` when none is worth reusing."""
+        `limit`, not ending inside a placeholder run); `(None, 0)` when none shares at least `MIN_REUSE_TOKENS`."""
         best, best_length = None, 0
         for prefix_id, prefix in self._prefixes.items():
             length = _common_length(prefix.key, key)
             if length > best_length:
                 best, best_length, best_id = prefix, length, prefix_id
-        length = min(best_length, limit) // BLOCK_TOKENS * BLOCK_TOKENS
-        while 0 < length < len(key) and key[length] < 0 and key[length - 1] == key[length]:
-            length -= 1  # inside a picture's placeholders: its features cannot be computed in part
-        if best is None or length == 0:
+        length = cut_at_or_before(key, min(best_length, limit))
+        if best is None or length < MIN_REUSE_TOKENS:
             return None, 0
         self._prefixes.move_to_end(best_id)
         return best, length
@@ -137,6 +134,14 @@ class PrefixCache:
         while self.nbytes > self.max_bytes:
             _, dropped = self._prefixes.popitem(last=False)
             self.nbytes -= dropped.nbytes
+
+
+def cut_at_or_before(key: np.ndarray, position: int) -> int:
+    """The last position at or before `position` where a prompt with this content key can be split: not inside a
+    placeholder run, whose features cannot be computed in part."""
+    while 0 < position < len(key) and key[position] < 0 and key[position - 1] == key[position]:
+        position -= 1
+    return position
 
 
 def _common_length(stored: np.ndarray, key: np.ndarray) -> int:

@@ -16,7 +16,7 @@ from ..processing import LlavaQwen3Processor
 from .backend import QUANTIZATIONS, InferenceBackend
 from .decoding import BatchDecoding
 from .int8 import quantize_linear_layers_int8
-from .prefix_cache import Prefix, PrefixCache, RowPrompt, split_rows
+from .prefix_cache import Prefix, PrefixCache, RowPrompt, cut_at_or_before, split_rows
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
@@ -103,15 +103,22 @@ class TorchBackend(InferenceBackend):
             self.model.generate(**inputs.to(self.model.device), **options)
             return None
         rows = split_rows(inputs, self.model.config)
-        # Each row may reuse up to all but its last token: generate() computes that one, for the whole batch.
-        reuse = [self.prefix_cache.longest(row.key, len(row.key) - 1) for row in rows]
         padded_length = inputs["input_ids"].shape[1]
+        starts = [padded_length - len(row.key) for row in rows]  # left padding: where each row's prompt begins
+        # Each row may reuse up to all but its last token: generate() computes at least that one.
+        found = [self.prefix_cache.longest(row.key, len(row.key) - 1) for row in rows]
+        column = _shared_column(rows, starts, found)
+        reused = [min(length, max(column - start, 0)) for (_, length), start in zip(found, starts, strict=True)]
         inputs = inputs.to(self.model.device)
-        reused = [length for _, length in reuse]
-        if any(reused) and not any(row.key[-1] < 0 for row in rows):
-            prefilled = self._prefilled_batch(rows, reuse, padded_length)
+        if any(reused):
+            cache = self._prefilled_batch(rows, starts, found, reused, column)
+            pixel_values, modality_embeds = _inputs_after(rows, starts, column)
+            if pixel_values is not None:
+                options["pixel_values"] = pixel_values.to(self.model.device)
+            if modality_embeds is not None:
+                options["modality_embeds"] = modality_embeds
             inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-            options[CACHE_ARGUMENT] = prefilled
+            options[CACHE_ARGUMENT] = cache
         else:
             reused = [0] * len(rows)
         output = self.model.generate(**inputs, return_dict_in_generate=True, **options)
@@ -119,23 +126,28 @@ class TorchBackend(InferenceBackend):
         return reused
 
     def _prefilled_batch(
-        self, rows: list[RowPrompt], reuse: list[tuple[Prefix | None, int]], padded_length: int
+        self,
+        rows: list[RowPrompt],
+        starts: list[int],
+        found: list[tuple[Prefix | None, int]],
+        reused: list[int],
+        column: int,
     ) -> DynamicCache:
-        """A left-padded batch cache holding every row's prompt but its last token: each row's reused prefix plus
-        the rest computed for that row alone."""
+        """A left-padded batch cache `column` positions wide: each row's reused prefix (`reused` positions of the
+        prefix found for it), and where that ends before `column`, the rest up to it computed for that row alone."""
         row_caches = []
-        for row, (prefix, length) in zip(rows, reuse, strict=True):
+        for row, start, (prefix, _), length in zip(rows, starts, found, reused, strict=True):
             cache = DynamicCache()
-            if prefix is not None:
+            if length:
                 for layer, (keys, values) in enumerate(prefix.layers):
                     cache.update(keys[None, :, :length], values[None, :, :length], layer)
-            end = len(row.key) - 1
+            end = column - start
             if end > length:
-                pixel_values, modality_embeds = row.inputs_from(length)
+                images, modality_embeds = row.inputs_between(length, end)
                 self.model(
                     input_ids=row.input_ids[None, length:end].to(self.model.device),
-                    pixel_values=None if pixel_values is None else pixel_values.to(self.model.device),
-                    modality_embeds=modality_embeds,
+                    pixel_values=torch.stack(images).to(self.model.device) if images else None,
+                    modality_embeds=modality_embeds or None,
                     position_ids=torch.arange(length, end, device=self.model.device)[None],
                     use_cache=True,
                     logits_to_keep=1,
@@ -147,11 +159,10 @@ class TorchBackend(InferenceBackend):
             filled = [_layer(cache, layer) for cache in row_caches]
             shape_source = next(keys for keys, _ in filled if keys is not None)
             heads, dim = shape_source.shape[1], shape_source.shape[3]
-            keys = shape_source.new_zeros(len(rows), heads, padded_length - 1, dim)
+            keys = shape_source.new_zeros(len(rows), heads, column, dim)
             values = torch.zeros_like(keys)
-            for index, (row, (row_keys, row_values)) in enumerate(zip(rows, filled, strict=True)):
+            for index, (start, (row_keys, row_values)) in enumerate(zip(starts, filled, strict=True)):
                 if row_keys is not None:
-                    start = padded_length - len(row.key)
                     keys[index, :, start:] = row_keys[0]
                     values[index, :, start:] = row_values[0]
             batch.update(keys, values, layer)
@@ -168,6 +179,36 @@ class TorchBackend(InferenceBackend):
             key = np.concatenate([row.key, np.asarray(tokens[:own], dtype=np.int64)])
             layers = [(layer.keys[index, :, start:end], layer.values[index, :, start:end]) for layer in cache.layers]
             self.prefix_cache.put(key, layers)
+
+
+def _shared_column(rows: list[RowPrompt], starts: list[int], found: list[tuple[Prefix | None, int]]) -> int:
+    """The batch column up to which the cache is filled before generate() computes the rest of every row in one pass:
+    where the shortest reused prefix ends (so that a lone request, or a batch of next turns, needs no pass of its own;
+    rows that reuse less are computed up to it one by one, rows that reuse more compute the difference with the batch),
+    moved back until it splits no row inside a placeholder run. 0 when no row reuses anything."""
+    ends = [start + length for start, (_, length) in zip(starts, found, strict=True) if length]
+    column = min(ends, default=0)
+    while True:
+        cut = min(
+            start + cut_at_or_before(row.key, column - start) if column > start else column
+            for row, start in zip(rows, starts, strict=True)
+        )
+        if cut == column:
+            return column
+        column = cut
+
+
+def _inputs_after(
+    rows: list[RowPrompt], starts: list[int], column: int
+) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]] | None]:
+    """The pixel values and modality embeddings, in batch order, whose placeholders lie after the batch column."""
+    images, modality_embeds = [], {}
+    for row, start in zip(rows, starts, strict=True):
+        row_images, row_embeds = row.inputs_between(max(column - start, 0), len(row.key))
+        images += row_images
+        for name, items in row_embeds.items():
+            modality_embeds.setdefault(name, []).extend(items)
+    return (torch.stack(images) if images else None), (modality_embeds or None)
 
 
 def _layer(cache: DynamicCache, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
