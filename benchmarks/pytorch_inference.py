@@ -7,11 +7,12 @@ time (from the page cache), time to first token for one image and a 20-token que
 tokens/s at batch 8, the second turn of a chat about the same image (recomputed from scratch, and reusing the first
 turn's KV cache as transformers' prompt-reuse recipe does; for this model also through the torch backend, what the
 server runs, with and without its prefix cache), and peak resident memory (also after the imports, the load, the
-batch-1 runs and the batch-8 runs, to show where it grows). The memory-bandwidth floor is
-the time to read the language model's weights once per token at the copy bandwidth measured in this run. Every
-figure is also given as a ratio to the built-in Llava's. The same checkpoint of this model is also measured with
-INT8 linear layers (`quantize_linear_layers_int8`, the torch backend's `quantize="int8"`), as a ratio to its fp32
-figures.
+batch-1 runs and the batch-8 runs, to show where it grows). The memory-bandwidth floor is the time to read the
+language model's weights once per token at the copy bandwidth measured in this run. Every figure is also given as a
+ratio to the built-in Llava's; decode and time to first token are also measured with both models in one process, in
+turns, so that the ratio does not carry the machine's drift between two processes. The same checkpoint of this model
+is also measured with INT8 linear layers (`quantize_linear_layers_int8`, the torch backend's `quantize="int8"`), as a
+ratio to its fp32 figures.
 
     python benchmarks/pytorch_inference.py [--new-tokens 32] [--repeats 3] [--json results.json] [--quick]
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -191,8 +192,11 @@ def backend_second_turn(model: LlavaQwen3ForConditionalGeneration, repeats: int)
 
 
 def peak_rss_gb() -> float:
-    """The largest resident set this process has had so far, in GB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    """The largest resident set this process has had so far, in GB: Linux's VmHWM. Not `getrusage`'s ru_maxrss,
+    which Linux carries across exec from the parent's resident set at the fork (here the parent that built the
+    checkpoints, 3.8 GB, which every child would have reported as its own floor)."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M).group(1)) * 1024 / 1e9
 
 
 def read_through(folder: Path) -> None:
@@ -261,12 +265,37 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     }
 
 
-def measure_in_child(implementation: str, folder: Path, args: argparse.Namespace) -> dict[str, float]:
-    command = [sys.executable, __file__, "--measure", implementation, "--folder", str(folder)]
-    command += ["--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str, list[float]]:
+    """This model's decode tokens/s and time to first token as ratios to built-in Llava's, both loaded in this
+    process and measured in turns, `pairs` times, the order switching each time: one process's figures against
+    another's also carry the drift of a shared machine between the two runs, which this spreads over both alike."""
+    models = {name: load(name, folder) for name, folder in folders.items()}
+    inputs = {}
+    for name, model in models.items():
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        inputs[name] = prompt(model)
+        greedy(model, inputs[name], new_tokens)  # warm-up
+    decode, ttft = {name: [] for name in models}, {name: [] for name in models}
+    for pair in range(pairs):
+        for name in list(models) if pair % 2 == 0 else list(models)[::-1]:
+            stamps = greedy(models[name], inputs[name], new_tokens).stamps
+            decode[name].append((len(stamps) - 2) / (stamps[-1] - stamps[1]))
+            start = time.perf_counter()
+            greedy(models[name], inputs[name], 1)
+            ttft[name].append(time.perf_counter() - start)
+    ours, theirs = IMPLEMENTATIONS
+    return {
+        "decode_ratios": [a / b for a, b in zip(decode[ours], decode[theirs], strict=True)],
+        "ttft_ratios": [a / b for a, b in zip(ttft[ours], ttft[theirs], strict=True)],
+    }
+
+
+def run_child(options: list[str]) -> dict:
+    """The figures a child process of this script prints as its last line."""
+    result = subprocess.run([sys.executable, __file__, *options], capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SystemExit(f"measuring {implementation} in {folder} failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(options)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -294,11 +323,16 @@ def served_reuse(figures: dict[str, float]) -> float:
     return figures["backend_second_turn_cached_s"] / figures["backend_second_turn_recompute_s"]
 
 
-def table(results: dict, bandwidth: float, language_model: str) -> str:
-    """The Markdown tables, one per tower: this model against built-in Llava, and INT8 against fp32, with the
-    bandwidth floor of each."""
+def in_turns(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def table(results: dict, alternating: dict, bandwidth: float, language_model: str) -> str:
+    """The Markdown tables, one per tower: this model against built-in Llava (also measured in turns in one process),
+    and INT8 against fp32, with the bandwidth floor of each."""
     lines = []
     for tower, by_implementation in results.items():
+        turns = alternating[tower]
         ours, theirs, int8 = (by_implementation[name] for name in ("llava_qwen3", "built-in Llava", INT8))
         floor, int8_floor = (bandwidth / (figures["decoder_weight_gb"] * 1e9) for figures in (ours, int8))
         lines.append(
@@ -316,6 +350,9 @@ def table(results: dict, bandwidth: float, language_model: str) -> str:
                 f"| {int8[key]:.3g} {unit} | {int8[key] / ours[key]:.2f}x |"
             )
         lines += [
+            f"| decode, batch 1, in turns in one process: median of {len(turns['decode_ratios'])} ratios (range) | "
+            f"| | {in_turns(turns['decode_ratios'])} | | |",
+            f"| time to first token, in turns in one process: the same | | | {in_turns(turns['ttft_ratios'])} | | |",
             f"| decode vs bandwidth floor (fp32 {floor:.1f}, INT8 {int8_floor:.1f} tok/s) | "
             f"{ours['decode_tok_s'] / floor:.0%} | {theirs['decode_tok_s'] / floor:.0%} | | "
             f"{int8['decode_tok_s'] / int8_floor:.0%} | |",
@@ -344,22 +381,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny configurations, for a check that the script runs")
     parser.add_argument("--measure", choices=[*IMPLEMENTATIONS, INT8], help=argparse.SUPPRESS)  # the child's part
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--alternate", type=Path, nargs=len(IMPLEMENTATIONS), help=argparse.SUPPRESS)  # a child too
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.folder, args.new_tokens, args.repeats)))
         return
+    if args.alternate:
+        folders = dict(zip(IMPLEMENTATIONS, args.alternate, strict=True))
+        print(json.dumps(alternate(folders, args.new_tokens, 2 * args.repeats)))
+        return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pytorch-bench-"))
-    results = {}
+    common = ["--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+    results, alternating = {}, {}
     for tower_name, tower in TOWERS.items():
         folders = save_checkpoints(tower, workdir, args.quick)
-        results[tower_name] = {name: measure_in_child(name, folder, args) for name, folder in folders.items()}
-        results[tower_name][INT8] = measure_in_child(INT8, folders["llava_qwen3"], args)
+        results[tower_name] = {
+            name: run_child(["--measure", name, "--folder", str(folder), *common]) for name, folder in folders.items()
+        }
+        results[tower_name][INT8] = run_child(["--measure", INT8, "--folder", str(folders["llava_qwen3"]), *common])
+        alternating[tower_name] = run_child(["--alternate", *(str(folders[name]) for name in IMPLEMENTATIONS), *common])
     bandwidth = copy_bandwidth()
     print(f"{torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; {args.new_tokens} new tokens")
-    print(table(results, bandwidth, "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"))
+    print(table(results, alternating, bandwidth, "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"))
     if args.json:
-        args.json.write_text(json.dumps({"copy_bandwidth_gb_s": bandwidth / 1e9, "results": results}, indent=2))
+        figures = {"copy_bandwidth_gb_s": bandwidth / 1e9, "results": results, "alternating": alternating}
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

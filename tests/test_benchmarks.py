@@ -53,6 +53,11 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
                 *served,
             }
             assert all(value > 0 for value in measured.values()), measured
+    assert set(figures["alternating"]) == set(figures["results"])
+    for in_turns in figures["alternating"].values():  # --repeats 1: two pairs, one in each order
+        assert {key: len(ratios) for key, ratios in in_turns.items()} == {"decode_ratios": 2, "ttft_ratios": 2}
+        assert all(ratio > 0 for ratios in in_turns.values() for ratio in ratios)
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
     assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
     assert "| peak memory after imports / load / batch 1 / batch 8 |" in result.stdout
+    assert "| decode, batch 1, in turns in one process: median of 2 ratios (range) |" in result.stdout
