@@ -119,8 +119,6 @@ class TorchBackend(InferenceBackend):
                 options["modality_embeds"] = modality_embeds
             inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
             options[CACHE_ARGUMENT] = cache
-        else:
-            reused = [0] * len(rows)
         output = self.model.generate(**inputs, return_dict_in_generate=True, **options)
         self._store(rows, output.sequences[:, padded_length:], getattr(output, CACHE_ARGUMENT), padded_length)
         return reused
@@ -201,7 +199,8 @@ def _shared_column(rows: list[RowPrompt], starts: list[int], found: list[tuple[P
 def _inputs_after(
     rows: list[RowPrompt], starts: list[int], column: int
 ) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]] | None]:
-    """The pixel values and modality embeddings, in batch order, whose placeholders lie after the batch column."""
+    """The pixel values and modality embeddings, in batch order, whose placeholders begin at or after the batch
+    column."""
     images, modality_embeds = [], {}
     for row, start in zip(rows, starts, strict=True):
         row_images, row_embeds = row.inputs_between(max(column - start, 0), len(row.key))
