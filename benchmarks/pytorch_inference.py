@@ -116,6 +116,12 @@ def greedy(model: torch.nn.Module, inputs: dict, new_tokens: int, **options: obj
     return clock
 
 
+def decode_rate(model: torch.nn.Module, inputs: dict, new_tokens: int) -> float:
+    """Tokens/s between the first and the last generated token (the prefill left out)."""
+    stamps = greedy(model, inputs, new_tokens).stamps
+    return (len(stamps) - 2) / (stamps[-1] - stamps[1])
+
+
 def median_seconds(run, repeats: int) -> float:
     """Median wall time of `run()` over `repeats` runs after one warm-up."""
     times = []
@@ -128,10 +134,14 @@ def median_seconds(run, repeats: int) -> float:
 
 
 def load(implementation: str, folder: Path) -> torch.nn.Module:
-    """`implementation` from its saved checkpoint, in float32 (INT8: then its linear layers quantized)."""
+    """`implementation` from its saved checkpoint, in float32 (INT8: then its linear layers quantized), set to
+    generate exactly the tokens asked for (random weights would stop at whatever the end-of-text id is)."""
     if implementation == INT8:
         return quantize_linear_layers_int8(load("llava_qwen3", folder))
-    return IMPLEMENTATIONS[implementation].from_pretrained(folder, dtype=torch.float32).eval()
+    model = IMPLEMENTATIONS[implementation].from_pretrained(folder, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
 
 
 def tensor_bytes(module: torch.nn.Module) -> int:
@@ -215,15 +225,10 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     model = load(implementation, folder)
     load_s = time.perf_counter() - start
     stages["peak_rss_loaded_gb"] = peak_rss_gb()
-    model.generation_config.eos_token_id = None  # generate exactly new_tokens tokens
-    model.generation_config.pad_token_id = 0
     one = prompt(model)
 
     ttft_s = median_seconds(lambda: greedy(model, one, 1), repeats)
-    rates = []
-    for _ in range(repeats):
-        stamps = greedy(model, one, new_tokens).stamps
-        rates.append((len(stamps) - 2) / (stamps[-1] - stamps[1]))
+    rates = [decode_rate(model, one, new_tokens) for _ in range(repeats)]
     stages["peak_rss_batch1_gb"] = peak_rss_gb()
     batch_s = median_seconds(lambda: greedy(model, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
     stages["peak_rss_batch8_gb"] = peak_rss_gb()
@@ -270,17 +275,13 @@ def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str
     process and measured in turns, `pairs` times, the order switching each time: one process's figures against
     another's also carry the drift of a shared machine between the two runs, which this spreads over both alike."""
     models = {name: load(name, folder) for name, folder in folders.items()}
-    inputs = {}
+    inputs = {name: prompt(model) for name, model in models.items()}
     for name, model in models.items():
-        model.generation_config.eos_token_id = None
-        model.generation_config.pad_token_id = 0
-        inputs[name] = prompt(model)
         greedy(model, inputs[name], new_tokens)  # warm-up
     decode, ttft = {name: [] for name in models}, {name: [] for name in models}
     for pair in range(pairs):
         for name in list(models) if pair % 2 == 0 else list(models)[::-1]:
-            stamps = greedy(models[name], inputs[name], new_tokens).stamps
-            decode[name].append((len(stamps) - 2) / (stamps[-1] - stamps[1]))
+            decode[name].append(decode_rate(models[name], inputs[name], new_tokens))
             start = time.perf_counter()
             greedy(models[name], inputs[name], 1)
             ttft[name].append(time.perf_counter() - start)
