@@ -111,7 +111,7 @@ class TorchBackend(InferenceBackend):
         reused = [min(length, max(column - start, 0)) for (_, length), start in zip(found, starts, strict=True)]
         inputs = inputs.to(self.model.device)
         if any(reused):
-            cache = self._prefilled_batch(rows, starts, found, reused, column)
+            cache = self._prefilled_batch(rows, starts, [prefix for prefix, _ in found], reused, column)
             pixel_values, modality_embeds = _inputs_after(rows, starts, column)
             if pixel_values is not None:
                 options["pixel_values"] = pixel_values.to(self.model.device)
@@ -127,14 +127,14 @@ class TorchBackend(InferenceBackend):
         self,
         rows: list[RowPrompt],
         starts: list[int],
-        found: list[tuple[Prefix | None, int]],
+        prefixes: list[Prefix | None],
         reused: list[int],
         column: int,
     ) -> DynamicCache:
-        """A left-padded batch cache `column` positions wide: each row's reused prefix (`reused` positions of the
-        prefix found for it), and where that ends before `column`, the rest up to it computed for that row alone."""
+        """A left-padded batch cache `column` positions wide: each row's reused positions of its prefix, and where
+        those end before `column`, the rest up to it computed for that row alone."""
         row_caches = []
-        for row, start, (prefix, _), length in zip(rows, starts, found, reused, strict=True):
+        for row, start, prefix, length in zip(rows, starts, prefixes, reused, strict=True):
             cache = DynamicCache()
             if length:
                 for layer, (keys, values) in enumerate(prefix.layers):
