@@ -1,98 +1,80 @@
-"""llama.cpp as the yardstick of the ONNX decoders: the same Qwen3 weights written to GGUF, quantised with
-llama-quantize and timed with llama-bench, from a llama.cpp source tree whose tools are built.
+"""llama.cpp as the yardstick: the benchmark's model exported with `llava-qwen3-export-gguf` (language model and
+mmproj) at f32, q8_0 and Q4_K_M, and timed in llama-server with the same picture and prompt as the package's engines.
 
-The source tree can be the one inside the llama-cpp-python source distribution (`vendor/llama.cpp`); build its tools
-with `cmake -B build -DLLAMA_CURL=OFF && cmake --build build -j 2 --target llama-bench llama-quantize`. The weights
-are random, so the GGUF carries no vocabulary (llama.cpp's "none" tokenizer with the model's vocabulary size):
-llama-bench times random tokens and needs none.
+The executables come from scripts/build_llama_cpp.sh (pass the folder it prints). Time to first token is the server's
+own prompt time (the picture encoded and the prompt processed: the first token is sampled from its last logits);
+decode is the server's tokens per second over the generated tokens after the first.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import Qwen3ForCausalLM
+from PIL import Image
 
-from llava_qwen3 import LlavaQwen3ForConditionalGeneration
+from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
+from llava_qwen3.conversion.export_gguf import GgufExport, export_gguf
+from llava_qwen3.conversion.llama_cpp import find_executable, llama_server
+from llava_qwen3.processing import IMAGE_TOKEN
 
-# llama.cpp's name of each quantisation, by the ONNX variant it is measured against.
-GGUF_TYPES = {"fp32": "F32", "quantized": "Q8_0", "q4": "Q4_K_M"}
-
-
-def built_tools(source: Path) -> tuple[Path, Path]:
-    """llama-bench and llama-quantize of the llama.cpp tree `source`, or a FileNotFoundError saying how to build
-    them."""
-    if not (source / "convert_hf_to_gguf.py").is_file():
-        raise FileNotFoundError(f"{source} is not a llama.cpp source tree: it has no convert_hf_to_gguf.py.")
-    paths = []
-    for name in ("llama-bench", "llama-quantize"):
-        found = [source / folder / name for folder in ("build/bin", "build") if (source / folder / name).is_file()]
-        if not found:
-            raise FileNotFoundError(
-                f"{source} has no built {name}; build it with `cmake -B build -DLLAMA_CURL=OFF && "
-                f"cmake --build build -j 2 --target llama-bench llama-quantize` in {source}."
-            )
-        paths.append(found[0])
-    return paths[0], paths[1]
+# The GGUF type measured against each ONNX variant.
+GGUF_TYPES = {"fp32": "f32", "quantized": "q8_0", "q4": "q4_k_m"}
 
 
-def write_f32_gguf(model: LlavaQwen3ForConditionalGeneration, folder: Path, source: Path) -> Path:
-    """Writes the language model of `model` as a Hugging Face Qwen3 folder and converts that with llama.cpp's own
-    converter."""
-    with torch.device("meta"):  # the modules are replaced by the model's own: no second copy of the weights
-        language_model = Qwen3ForCausalLM(model.config.text_config)
-    language_model.model = model.model.language_model
-    language_model.lm_head = model.lm_head
-    hf_folder = folder / "qwen3-hf"
-    language_model.save_pretrained(hf_folder)
-    sys.path[:0] = [str(source), str(source / "gguf-py")]
-    import gguf
-    from conversion.qwen import Qwen3Model
-
-    class Qwen3WithoutVocabulary(Qwen3Model):
-        model_arch = Qwen3Model.model_arch
-
-        def set_vocab(self) -> None:
-            self._set_vocab_none()
-            self.gguf_writer.add_vocab_size(self.hparams["vocab_size"])
-
-    target = folder / "qwen3-f32.gguf"
-    Qwen3WithoutVocabulary(hf_folder, gguf.LlamaFileType.ALL_F32, target).write()
-    return target
+@dataclass(frozen=True)
+class LlamaCppTiming:
+    ttft_s: float
+    decode_tok_s: float
+    tokens: list[int]
+    language_model_bytes: int
 
 
-def decode_rates(
-    model: LlavaQwen3ForConditionalGeneration,
-    workdir: Path,
-    source: Path,
-    prompt_tokens: int,
+def check_tools(folder: Path) -> None:
+    """Fails before the long runs when llama.cpp's executables are not in `folder`."""
+    for name in ("llama-server", "llama-quantize"):
+        find_executable(name, folder)
+
+
+def export_variants(
+    model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, workdir: Path, tools: Path
+) -> dict[str, GgufExport]:
+    """The model saved as a checkpoint and exported once per GGUF type (reused from `workdir` when there)."""
+    checkpoint = workdir / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        model.save_pretrained(checkpoint)
+        processor.save_pretrained(checkpoint)
+    exports = {}
+    for variant, outtype in GGUF_TYPES.items():
+        folder = workdir / f"gguf-{outtype}"
+        if folder.is_dir():  # an earlier run's export
+            (projector,) = folder.glob("mmproj-*.gguf")
+            (language_model,) = set(folder.glob("*.gguf")) - {projector}
+            exports[variant] = GgufExport(folder, language_model, projector, folder / "Modelfile", ())
+        else:
+            exports[variant] = export_gguf(checkpoint, folder, outtype, tools)
+    return exports
+
+
+def timings(
+    exports: dict[str, GgufExport],
+    tools: Path,
+    prompt: str,
+    image: Image.Image,
     new_tokens: int,
     repeats: int,
     threads: int,
-) -> dict[str, float]:
-    """llama.cpp's decode tokens/s on the language model of `model` for each quantisation in `GGUF_TYPES`, keyed by
-    the ONNX variant's name: `new_tokens` generated after a context of `prompt_tokens`, as the runner does."""
-    bench, quantize = built_tools(source)
-    folder = workdir / "gguf"
-    folder.mkdir(parents=True, exist_ok=True)
-    f32 = folder / "qwen3-f32.gguf"
-    if not f32.is_file():
-        f32 = write_f32_gguf(model, folder, source)
-    files = {}
-    for variant, gguf_type in GGUF_TYPES.items():
-        path = folder / f"qwen3-{gguf_type.lower()}.gguf"
-        if not path.is_file():
-            subprocess.run([quantize, f32, path, gguf_type], check=True, capture_output=True)
-        files[variant] = path
-    rates = {}
-    for variant, path in files.items():
-        command = [bench, "-m", path, "-t", threads, "-p", 0, "-n", new_tokens, "-d", prompt_tokens]
-        command += ["-r", repeats, "-o", "json"]
-        result = subprocess.run(list(map(str, command)), check=True, capture_output=True, text=True)
-        (test,) = json.loads(result.stdout)
-        rates[variant] = test["avg_ts"]
-    return rates
+) -> dict[str, LlamaCppTiming]:
+    """Median time to first token and decode rate of each export over `repeats` runs after a warm-up."""
+    results = {}
+    for variant, export in exports.items():
+        with llama_server(export.language_model, export.projector, tools, threads) as server:
+            runs = [server.complete(prompt, [image], IMAGE_TOKEN, new_tokens) for _ in range(repeats + 1)][1:]
+        results[variant] = LlamaCppTiming(
+            ttft_s=statistics.median(run["timings"]["prompt_ms"] / 1000 for run in runs),
+            decode_tok_s=statistics.median(run["timings"]["predicted_per_second"] for run in runs),
+            tokens=runs[-1]["tokens"],
+            language_model_bytes=export.language_model.stat().st_size,
+        )
+    return results

@@ -5,11 +5,11 @@ engine generates the same number of tokens from the same prompt (one 224x224 pic
 stamps the time of every token. The memory-bandwidth floor is the time to read each engine's decoder weights once
 per token at the copy bandwidth measured in this process; no decoder can beat it on this machine.
 
-With `--llama-cpp DIR` (a llama.cpp source tree with llama-bench and llama-quantize built; see
-`llama_cpp_yardstick.py`), the same Qwen3 weights are also timed in llama.cpp at f32, q8_0 and Q4_K_M, each beside
-the ONNX variant it rivals.
+With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
+model is also exported with `llava-qwen3-export-gguf` at f32, q8_0 and Q4_K_M and timed in llama-server with the same
+picture and prompt (`llama_cpp_yardstick.py`), each beside the ONNX variant it rivals.
 
-    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp DIR]
+    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp BIN_DIR]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
-from llama_cpp_yardstick import GGUF_TYPES, built_tools, decode_rates
+from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, timings
 
 ONNX_ENGINES = {"ONNX fp32": "fp32", "ONNX INT8": "quantized", "ONNX q4": "q4"}  # the name of each variant's row
 
@@ -54,11 +54,16 @@ def full_size_model() -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Pro
     return model, processor
 
 
-def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str) -> dict:
-    image = Image.new("RGB", (320, 240), "navy")
-    ImageDraw.Draw(image).ellipse((60, 40, 200, 180), fill="orange")
+def prompt_picture_and_text(processor: LlavaQwen3Processor) -> tuple[Image.Image, str]:
+    """The benchmark's picture (at the tower's size: every engine then sees the same pixels) and chat prompt."""
+    image = Image.new("RGB", (224, 224), "navy")
+    ImageDraw.Draw(image).ellipse((40, 40, 180, 180), fill="orange")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return image, processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str) -> dict:
+    image, text = prompt_picture_and_text(processor)
     return dict(processor(images=[image], text=text, return_tensors=return_tensors))
 
 
@@ -87,10 +92,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="where the export goes (default: a temporary folder)")
-    parser.add_argument("--llama-cpp", type=Path, help="a llama.cpp source tree with its tools built, to compare with")
+    parser.add_argument("--llama-cpp", type=Path, help="folder of llama.cpp's executables, to compare with")
     args = parser.parse_args()
     if args.llama_cpp:
-        built_tools(args.llama_cpp)  # before the long runs, not after them
+        check_tools(args.llama_cpp)  # before the long runs, not after them
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
 
@@ -141,14 +146,23 @@ def main() -> None:
             f"{rate / base_rate:.2f}x | {floor:.1f} tok/s | {rate / floor:.0%} | first {same}/{n} |"
         )
     if args.llama_cpp:
-        llama_rates = decode_rates(model, workdir, args.llama_cpp, prompt_tokens, n, args.repeats, threads)
-        print("\n| ONNX variant | decode | llama.cpp | decode | ONNX / llama.cpp |")
-        print("| --- | --- | --- | --- | --- |")
+        image, prompt = prompt_picture_and_text(processor)
+        gguf = export_variants(model, processor, workdir, args.llama_cpp)
+        llama = timings(gguf, args.llama_cpp, prompt, image, n, args.repeats, threads)
+        print(
+            "\n| ONNX variant | time to first token | decode | llama.cpp | language model file | time to first token | "
+            "decode | tokens equal to PyTorch | ONNX / llama.cpp decode rate | llama.cpp / ONNX time to first token |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, variant in ONNX_ENGINES.items():
-            rate = results[name][1]
+            first, rate, _ = results[name]
+            measured = llama[variant]
+            same = int((np.asarray(measured.tokens) == reference_tokens[0, -n:]).cumprod().sum())
             print(
-                f"| {name} | {rate:.1f} tok/s | {GGUF_TYPES[variant]} | {llama_rates[variant]:.1f} tok/s | "
-                f"{rate / llama_rates[variant]:.2f}x |"
+                f"| {name} | {first * 1000:.0f} ms | {rate:.1f} tok/s | {GGUF_TYPES[variant]} | "
+                f"{measured.language_model_bytes / 1e9:.2f} GB | {measured.ttft_s * 1000:.0f} ms | "
+                f"{measured.decode_tok_s:.1f} tok/s | first {same}/{n} | {rate / measured.decode_tok_s:.2f}x | "
+                f"{measured.ttft_s / first:.2f}x |"
             )
 
 

@@ -5,7 +5,8 @@ question, greedy, `max_tokens` fixed); throughput is requests and generated toke
 clients. The yardstick is the one-client run of the same server in the same run: the ratios say how much dynamic
 batching gains. Without `--model` the demo model is trained first (about a minute or two), as `llava-qwen3-demo` does.
 
-    python benchmarks/serving_throughput.py [--model DIR] [--backend torch|onnx] [--variant fp32] [--requests 8]
+    python benchmarks/serving_throughput.py [--model DIR] [--backend torch|onnx] [--variant fp32] [--threads 1]
+                                            [--requests 8]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from llava_qwen3.inference.loading import add_backend_arguments, backend_flags, backend_options
 from llava_qwen3.serving import ServerLimits
 from llava_qwen3.serving.launcher import ServerProcess
 from llava_qwen3.training.synthetic import QUESTIONS, draw_scene, random_scenes
@@ -82,15 +84,15 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint folder (or ONNX export with --backend onnx); default: train one")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    parser.add_argument("--variant", help="ONNX graphs (default: the server's, INT8)")
+    add_backend_arguments(parser, threads_default=1)  # the server's engine; the clients need the other cores
     parser.add_argument("--requests", type=int, default=16, help="requests per client [16]")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="the engine's threads; the clients need the other cores [1]"
-    )
     parser.add_argument("--batch-wait-ms", type=float, default=ServerLimits.batch_wait_ms, help="the server's option")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of every request [16]")
     args = parser.parse_args()
+    try:
+        backend_options(args)  # the server would refuse them, after the demo model's training
+    except ValueError as error:
+        parser.error(str(error))
 
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
@@ -104,10 +106,8 @@ def main() -> None:
                 from llava_qwen3.conversion.export_onnx import export_onnx
 
                 model = str(export_onnx(trained, Path(scratch) / "onnx", processor=processor, quantize=("quantized",)))
-        server_args = ["--model", model, "--backend", args.backend, "--threads", str(args.threads)]
+        server_args = ["--model", model, *backend_flags(args)]
         server_args += ["--max-batch-size", "32", "--max-queue", "256", "--batch-wait-ms", str(args.batch_wait_ms)]
-        if args.variant:
-            server_args += ["--variant", args.variant]
         bodies = request_bodies(64, args.max_tokens)
         with ServerProcess(server_args, log_path=Path(scratch) / "server.log") as server:
             asyncio.run(run_clients(server.url, 2, 2, bodies))  # warm-up

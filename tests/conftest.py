@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny checkpoints with random weights and their ONNX export. Helpers live in helpers.py."""
+"""Shared fixtures: tiny checkpoints with random weights and their ONNX export; the `needs` marker. Helpers live in
+helpers.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 import pytest
 import torch
+from helpers import OPTIONAL_PARTS, REQUIRE_OPTIONAL, require
 
 from llava_qwen3.conversion import build_tiny_checkpoint
 
@@ -13,6 +15,20 @@ from llava_qwen3.conversion import build_tiny_checkpoint
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 torch.set_num_threads(2)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"needs(part): the test needs an optional part, one of {', '.join(OPTIONAL_PARTS)} (helpers.OPTIONAL_PARTS): "
+        f"skipped with how to get it where the part is missing, failed where {REQUIRE_OPTIONAL}=1",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before the fixtures: a missing browser should not first cost a trained model
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs"):
+        require(*marker.args)
 
 
 @pytest.fixture(scope="session", params=["clip", "siglip"])

@@ -1,14 +1,19 @@
-"""Helpers the tests share: real images drawn with Pillow, chat prompts, training arguments and examples, and a
-fresh-process runner."""
+"""Helpers the tests share: the optional parts some tests need (the one rule for skipping without them), real images
+drawn with Pillow, chat prompts, training arguments and examples, and a fresh-process runner."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image, ImageDraw
 from transformers import (
@@ -30,6 +35,113 @@ from llava_qwen3.conversion.tiny import image_processor_for
 from llava_qwen3.training import from_llava_record
 
 TRANSFORMERS_MAJOR = int(__import__("transformers").__version__.split(".")[0])
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "build" / "test-artifacts"  # screenshots and figures the tests leave for a person to look at
+# Debian's Chromium as the browser tests start it: without the background-networking flags its connections are
+# refused on this kind of machine, many at a time.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Set by scripts/test.sh and scripts/test_vllm.sh, which install every optional part their tests need: there a missing
+# part fails its tests instead of skipping them, so CI cannot pass by skipping.
+REQUIRE_OPTIONAL = "LLAVA_QWEN3_REQUIRE_OPTIONAL"
+
+
+@dataclass(frozen=True)
+class OptionalPart:
+    """Something a few tests need that `pip install -e '.[dev]'` does not install: Python modules or executables, and
+    the one reason line of its skips (what is missing and how to get it)."""
+
+    reason: str
+    modules: tuple[str, ...] = ()
+    executables: tuple[str, ...] = ()  # names on the PATH or absolute paths
+    probe: Callable[[], bool] | None = None  # a service the part needs answers (asked after the checks above)
+
+    def is_here(self) -> bool:
+        """Whether every module can be imported and every executable found (without importing anything), and the
+        probe, where there is one, answers."""
+        found = all(importlib.util.find_spec(name) is not None for name in self.modules) and all(
+            shutil.which(name) is not None for name in self.executables
+        )
+        return found and (self.probe is None or self.probe())
+
+
+def docker_engine_answers() -> bool:
+    """Whether a Docker engine answers the `docker` client (within 20 s)."""
+    try:
+        result = subprocess.run(["docker", "version"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+OPTIONAL_PARTS = {
+    "chromium": OptionalPart(
+        "needs Chromium at /usr/bin/chromium: run bash scripts/test.sh, which installs Debian's chromium "
+        "(or apt-get install chromium)",
+        executables=("/usr/bin/chromium",),
+    ),
+    "curl": OptionalPart(
+        "needs curl: run bash scripts/test.sh, which installs Debian's curl (or apt-get install curl)",
+        executables=("curl",),
+    ),
+    "docker": OptionalPart(
+        "needs a running Docker engine: run bash scripts/test.sh, which installs Debian's docker.io and starts dockerd "
+        "(bash scripts/container_test_setup.sh alone does that and makes the test's base image and wheelhouse)",
+        executables=("docker",),
+        probe=docker_engine_answers,
+    ),
+    "java": OptionalPart(
+        "needs Java for pycocoevalcap: run bash scripts/test.sh, which installs Debian's default-jre-headless "
+        "(or apt-get install default-jre-headless)",
+        executables=("java",),
+    ),
+    "llama.cpp": OptionalPart(
+        "needs llama.cpp's llama-server and llama-quantize on the PATH: bash scripts/build_llama_cpp.sh builds them "
+        "(scripts/test.sh does) and prints their folder",
+        executables=("llama-server", "llama-quantize"),
+    ),
+    "lmms-eval": OptionalPart(
+        "needs lmms-eval: run bash scripts/test.sh, or bash scripts/install_lmms_eval.sh VENV to install it into the "
+        "virtual environment VENV",
+        modules=("lmms_eval",),
+    ),
+    "node": OptionalPart(
+        "needs Node.js and npm: run bash scripts/test.sh, which installs Debian's nodejs and npm "
+        "(or apt-get install nodejs npm)",
+        executables=("node", "npm"),
+    ),
+    "vllm": OptionalPart(
+        "needs vLLM, which lives in its own environment: bash scripts/test_vllm.sh builds .venv-vllm and runs these "
+        "tests",
+        modules=("vllm",),
+    ),
+}
+
+
+def require(part: str) -> None:
+    """Skips the calling test, or the calling module at import, when the optional part named `part` (a key of
+    `OPTIONAL_PARTS`) is missing; fails it instead where REQUIRE_OPTIONAL is 1. A test declares a part with
+    `@pytest.mark.needs(part)` (tests/conftest.py calls this before its fixtures); a module that imports the part at its
+    top calls this first.
+
+    Every skip is raised from this one line with the part's one reason, so `pytest -rs` prints each missing part once,
+    however many tests and files need it."""
+    optional = OPTIONAL_PARTS[part]
+    if optional.is_here():
+        return
+    if os.environ.get(REQUIRE_OPTIONAL) == "1":
+        pytest.fail(f"{REQUIRE_OPTIONAL}=1, so this fails instead of skipping: {optional.reason}", pytrace=False)
+    pytest.skip(optional.reason, allow_module_level=True)
 
 
 def draw_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:

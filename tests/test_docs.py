@@ -6,7 +6,8 @@ m1 of 512 values and m2 of 64), pictures `photo.jpg` and `photo.png`, tiny pretr
 `parts/siglip`, `parts/qwen3`), a transformers Llava checkpoint `llava-checkpoint`, synthetic-shapes data
 (`train.json`, `held_out.json`, `images/`) and the repository's `examples/`. Nothing reaches the
 network. A block that cannot run here is marked on the line before it with `<!-- docs-test: skip: REASON -->` and
-reported as skipped with that reason.
+reported as skipped with that reason; one that needs an optional part (a built llama.cpp, ...) is marked
+`<!-- docs-test: needs: PART -->` and follows the rule of tests/helpers.py's OPTIONAL_PARTS.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import draw_image, save_tiny_llava, write_tiny_parts
+from helpers import draw_image, require, save_tiny_llava, write_tiny_parts
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.modalities import add_modality
@@ -31,7 +32,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.one_line]  # the examples drive the 
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(
-    r"^(?:<!-- docs-test: skip: (?P<reason>.+?) -->\n)?```(?P<language>python|bash)\n(?P<code>.*?)^```$", re.M | re.S
+    r"^(?:<!-- docs-test: (?:skip: (?P<reason>.+?)|needs: (?P<needs>[\w.-]+)) -->\n)?"
+    r"```(?P<language>python|bash)\n(?P<code>.*?)^```$",
+    re.M | re.S,
 )
 
 
@@ -42,6 +45,7 @@ class Block:
     language: str
     code: str
     skip_reason: str | None
+    needs: str | None  # an optional part (helpers.OPTIONAL_PARTS) the block runs only with
 
     @property
     def name(self) -> str:
@@ -55,7 +59,7 @@ def doc_blocks() -> list[Block]:
         text = page.read_text(encoding="utf-8")
         for match in BLOCK.finditer(text):
             line = text.count("\n", 0, match.start("code"))
-            blocks.append(Block(page, line, match["language"], match["code"], match["reason"]))
+            blocks.append(Block(page, line, match["language"], match["code"], match["reason"], match["needs"]))
     return blocks
 
 
@@ -85,6 +89,8 @@ def docs_sandbox(tmp_path_factory, tiny_clip, onnx_export):
 def test_docs_block_runs_as_written(block, docs_sandbox, tmp_path):
     if block.skip_reason is not None:
         pytest.skip(f"{block.name}: {block.skip_reason}")
+    if block.needs is not None:
+        require(block.needs)
     work = tmp_path / "work"
     shutil.copytree(docs_sandbox, work)
     bin_folder = str(Path(sys.executable).parent)
@@ -99,7 +105,8 @@ def test_docs_block_runs_as_written(block, docs_sandbox, tmp_path):
         if block.language == "python"
         else ["bash", "-euo", "pipefail", "-c", block.code]
     )
-    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    # errors="replace": a random model's answer, printed by an example, need not be valid UTF-8.
+    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, errors="replace", timeout=600)
     assert result.returncode == 0, (
         f"{block.name} failed:\n{block.code}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
     )

@@ -191,4 +191,4 @@ def test_the_command_evaluates_into_the_checkpoint_and_the_model_card_shows_the_
     assert "data file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(checkpoint), data, "--variant", "fp32"])
-    assert "needs --backend onnx" in capsys.readouterr().err
+    assert "--variant picks ONNX graphs; it needs the onnx backend" in capsys.readouterr().err

@@ -43,6 +43,7 @@ def test_held_out_accuracy_equals_the_training_tests_on_torch_and_onnx_fp32_and_
     assert reports["torch int8"].metrics["accuracy"] >= torch_metrics["accuracy"] - 0.1
 
 
+@pytest.mark.needs("java")  # pycocoevalcap's PTB tokenizer and METEOR
 def test_caption_metrics_of_the_captioning_demo_are_far_above_a_blank_picture_control(tmp_path):
     train_on_shapes(output=tmp_path / "captioner", tasks=("caption",))
     data = write_dataset(tmp_path / "captions", number=40, split="train", seed=7, tasks=("caption",))

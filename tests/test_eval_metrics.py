@@ -56,6 +56,7 @@ PUBLISHED = [
 
 
 @pytest.mark.slow  # METEOR's Java process loads its paraphrase table (~15-30 s)
+@pytest.mark.needs("java")
 def test_caption_scores_reproduce_published_values_to_their_digits():
     with CaptionScorer() as scorer:
         for predictions, references, published in PUBLISHED:
@@ -68,6 +69,7 @@ def test_caption_scores_reproduce_published_values_to_their_digits():
         assert shouted == pytest.approx(scorer.score(*PUBLISHED[0][:2]))
 
 
+@pytest.mark.needs("java")
 def test_caption_scores_refuse_mismatched_ids_and_empty_references():
     with CaptionScorer() as scorer:
         with pytest.raises(ValueError, match=r"same ids.*\['b'\]"):

@@ -16,7 +16,8 @@ from llava_qwen3.evaluation.lmms_tasks import TASKS_DIR
 from llava_qwen3.evaluation.lmms_tasks.shapes import write_task_data
 from llava_qwen3.inference import load_backend
 
-pytestmark = [pytest.mark.slow, pytest.mark.one_line]  # evaluation drives the inference backends only
+# one_line: evaluation drives the inference backends only.
+pytestmark = [pytest.mark.slow, pytest.mark.one_line, pytest.mark.needs("lmms-eval")]
 
 
 def test_lmms_eval_runs_the_local_task_and_scores_as_the_eval_command(demo_model, tmp_path):

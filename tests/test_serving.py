@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import ARTIFACTS, CHROMIUM_FLAGS, ROOT
 from openai import OpenAI
 
 from llava_qwen3.serving import ServerLimits
@@ -27,20 +28,7 @@ from llava_qwen3.training.synthetic import QUESTIONS, draw_scene, random_scenes
 pytestmark = pytest.mark.one_line
 
 MAX_TOKENS = 12
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "build" / "test-artifacts"
 DOCS_SERVER = "http://127.0.0.1:8000"  # where docs/serving.md's examples expect the server
-# Chromium's flags here: without the background-networking ones its connections are refused on this machine.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +160,7 @@ def test_stop_strings_token_limit_and_seeded_sampling(demo_server, demo_model, p
     assert sampled[0]["choices"] == sampled[1]["choices"]
 
 
+@pytest.mark.needs("curl")
 def test_caption_and_question_with_curl(demo_server, demo_model, pictures):
     def curl(endpoint: str, *fields: str) -> dict:
         command = ["curl", "-sS", "--fail-with-body", "--max-time", "120", demo_server.url + endpoint]
@@ -330,6 +319,7 @@ def _ask_on_page(page, question: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.needs("chromium")
 def test_the_web_page_streams_an_answer_about_an_uploaded_image(demo_server, demo_model, pictures):
     from playwright.sync_api import sync_playwright
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from PIL import Image
 from transformers import pipeline
 
+from .commands import exit_on_error
+from .record_sources import DEFAULT_CAPTION_PROMPT
+
 DEMO_CHECKPOINT = Path("demo-checkpoint")
 
 
@@ -50,7 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.image is not None and not args.image.is_file():
         parser.error(f"--image {args.image} is not a file")
+    with exit_on_error(parser):
+        _answer(args)
 
+
+def _answer(args: argparse.Namespace) -> None:
+    """Draws or opens the picture and prints the model's answer to each question."""
     from .training.synthetic import QUESTIONS, draw_scene, random_scenes
 
     checkpoint = args.checkpoint
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.image is not None:
         image, truth = Image.open(args.image).convert("RGB"), {}
-        questions = args.question or ["Describe the picture."]
+        questions = args.question or [DEFAULT_CAPTION_PROMPT]
     else:
         seed = args.seed if args.seed is not None else random.randrange(10**6)
         scene = random_scenes(1, "train", seed)[0]

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import require
 from vllm_checkpoints import (
     ENGINE_ARGS,
     ENGINE_ENV,
     MAX_NEW_TOKENS,
-    VLLM_MISSING,
     build_engine_checkpoint,
     cases,
     vectors,
 )
 
-vllm = pytest.importorskip("vllm", reason=VLLM_MISSING)
+require("vllm")
+
+import vllm  # noqa: E402
 
 GREEDY = vllm.SamplingParams(temperature=0.0, max_tokens=MAX_NEW_TOKENS)
 

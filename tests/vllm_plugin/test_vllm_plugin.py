@@ -10,16 +10,16 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 import torch
+from helpers import require
 from vllm_checkpoints import (
     ENGINE_ARGS,
-    VLLM_MISSING,
     build_engine_checkpoint,
     cases,
     copy_with_vision_model_level,
     vectors,
 )
 
-pytest.importorskip("vllm", reason=VLLM_MISSING)
+require("vllm")
 
 from transformers import AutoConfig  # noqa: E402
 from vllm import ModelRegistry  # noqa: E402

@@ -20,17 +20,16 @@ import time
 
 import pytest
 import torch
-from helpers import draw_image
+from helpers import draw_image, require
 from vllm_checkpoints import (
     ENGINE_ENV,
     MAX_NEW_TOKENS,
-    VLLM_MISSING,
     build_engine_checkpoint,
     chat,
     copy_with_vision_model_level,
 )
 
-pytest.importorskip("vllm", reason=VLLM_MISSING)
+require("vllm")
 
 import httpx  # noqa: E402  (both clients come with vLLM)
 import openai  # noqa: E402

@@ -16,7 +16,6 @@ from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion import build_tiny_checkpoint
 from llava_qwen3.conversion.modalities import add_modality
 
-VLLM_MISSING = "vLLM is not installed here: bash scripts/test_vllm.sh builds .venv-vllm and runs these tests"
 # vLLM's CPU attention takes head sizes 32, 64, 80, ...; the tiny default is 16.
 ENGINE_TEXT_CONFIG = {"head_dim": 32}
 # Engine settings for the tests: small KV cache (GiB), no graph capture, fp32 like the transformers reference.

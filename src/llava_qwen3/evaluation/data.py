@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..processing import IMAGE_TOKEN
+from ..processing import IMAGE_LINE, IMAGE_TOKEN
 from ..record_sources import (
     DEFAULT_CAPTION_PROMPT,
     BadRecordError,
@@ -101,7 +101,7 @@ def load_eval_set(
 
 def with_image_placeholders(text: str, images: int) -> str:
     """`text` with one `<image>` line per image in front, unless it places its images itself (as LLaVA records do)."""
-    return text if IMAGE_TOKEN in text else f"{IMAGE_TOKEN}\n" * images + text
+    return text if IMAGE_TOKEN in text else IMAGE_LINE * images + text
 
 
 def _read(record: Any, index: int, task: str, folder: Path, image_column: str) -> EvalItem:

@@ -1,6 +1,6 @@
 """LLaVA-Qwen3 as an lmms-eval model, so the harness most VLM papers report with runs it:
 
-    lmms-eval --model llava_qwen3 --model_args pretrained=PATH[,backend=onnx,variant=fp32] --tasks TASK
+    lmms-eval --model llava_qwen3 --model_args pretrained=PATH[,backend=onnx,variant=fp32|,quantize=int8] --tasks TASK
 
 The package declares `manifest` under lmms-eval's `lmms_eval.models` entry points, so installing both is all the
 registration there is. Generation goes through `llava_qwen3.inference` with the prompt the eval command builds
@@ -19,7 +19,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..inference import BACKENDS, GenerationRequest, GenerationSettings, load_backend
+from ..inference import GenerationRequest, GenerationSettings, load_backend
 from .data import with_image_placeholders
 from .run import question_record
 
@@ -35,8 +35,9 @@ def manifest() -> ModelManifest:
 class LlavaQwen3Lmms(lmms):
     """A LLaVA-Qwen3 checkpoint (torch) or ONNX export (onnx) answering lmms-eval's generation requests in batches.
 
-    Model arguments: `pretrained` (folder or repo id), `backend` ("torch" or "onnx"), `variant` (ONNX graphs, default
-    "quantized"), `batch_size`, `device` (torch), `max_new_tokens` (when a task sets none).
+    Model arguments, as the eval command's flags: `pretrained` (folder or repo id), `backend` ("torch" or "onnx"),
+    `variant` (ONNX graphs, default "quantized"), `device` and `quantize` (torch), `threads`; and `batch_size`,
+    `max_new_tokens` (when a task sets none).
     """
 
     is_simple = True
@@ -48,18 +49,17 @@ class LlavaQwen3Lmms(lmms):
         variant: str | None = None,
         batch_size: int | str = 8,
         device: str | None = None,
+        quantize: str | None = None,
+        threads: int | str | None = None,
         max_new_tokens: int | str = DEFAULT_MAX_NEW_TOKENS,
         max_batch_size: int | None = None,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend {backend!r} is unknown; expected one of {', '.join(BACKENDS)}.")
         if max_batch_size is not None or str(batch_size).startswith("auto"):
             raise ValueError("automatic batch sizes are not supported; pass a number as --batch_size.")
-        if backend == "torch" and variant:
-            raise ValueError("variant picks ONNX graphs; it needs backend=onnx.")
-        # The onnx backend's own default variant (INT8) applies when none is named.
-        options = ({"variant": variant} if variant else {}) if backend == "onnx" else {"device": device}
+        # lmms-eval passes --model_args values as strings; load_backend checks them as the eval command does.
+        threads = None if threads is None else int(threads)
+        options = {"variant": variant, "device": device, "quantize": quantize, "threads": threads}
         self.backend = load_backend(pretrained, backend, **options)
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)

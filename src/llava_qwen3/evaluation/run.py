@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..eval_results import TABLE_FILE
 from ..inference import GenerationRequest, GenerationSettings, InferenceBackend
 from ..record_sources import BadRecordError
 from .captioning import SPICE_LEFT_OUT, CaptionScorer
@@ -33,13 +34,11 @@ from .vqa import vqa_accuracy, vqa_scores
 
 logger = logging.getLogger(__name__)
 
-EVAL_FOLDER = "eval"  # where a checkpoint keeps its evaluation runs; the model card shows their tables
-RUN_FILE, PREDICTIONS_LOG, PREDICTIONS_FILE, SCORES_FILE, TABLE_FILE = (
+RUN_FILE, PREDICTIONS_LOG, PREDICTIONS_FILE, SCORES_FILE = (
     "run.json",
     "predictions.jsonl",
     "predictions.json",
     "scores.json",
-    "results.md",
 )
 # How the table names each metric; papers report them x100.
 METRIC_LABELS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
-from ..evaluation.run import EVAL_FOLDER, TABLE_FILE
+from ..eval_results import eval_tables
 from ..modeling import MODEL_PARTS
 from ..modeling.modeling_llava_qwen3 import part_of
 
@@ -110,10 +110,10 @@ def results_sections(folder: Path) -> str:
             metrics = json.loads(path.read_text())
             rows = "\n".join(f"| {name} | {_format_metric(value)} |" for name, value in sorted(metrics.items()))
             sections += f"\n## {title}\n\n| metric | value |\n| --- | --- |\n{rows}\n"
-    eval_tables = sorted((folder / EVAL_FOLDER).glob(f"*/{TABLE_FILE}"))
-    if eval_tables:
+    tables = eval_tables(folder)
+    if tables:
         heading = "" if "## Evaluation" in sections else "\n## Evaluation\n"
-        sections += heading + "".join(f"\n{path.read_text(encoding='utf-8')}" for path in eval_tables)
+        sections += heading + "".join(f"\n{path.read_text(encoding='utf-8')}" for path in tables)
     return sections
 
 

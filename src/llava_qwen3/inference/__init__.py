@@ -7,8 +7,10 @@
 Where torch is not installed the onnxruntime side (`onnx_runner`, `onnx_backend`) still imports.
 """
 
-from .backend import BACKENDS, QUANTIZATIONS, InferenceBackend, load_backend
+from .backend import InferenceBackend
 from .generator import LlavaQwen3Generator
+from .int8 import QUANTIZATIONS
+from .loading import BACKENDS, load_backend
 from .requests import FINISH_REASONS, Generation, GenerationRequest, GenerationSettings
 
 __all__ = [

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backend import InferenceBackend, load_backend
+from .backend import InferenceBackend
+from .loading import load_backend
 from .requests import GenerationRequest, GenerationSettings
 
 

@@ -11,13 +11,20 @@ quantization 15 ms. The quantized model lives in memory only: it is a load optio
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
+
+# What the torch backend can quantize a model to when it loads it (`load_backend(..., quantize=...)`, `--quantize`).
+# The commands offer the choice where torch is not installed, so torch is imported only to quantize.
+QUANTIZATIONS = ("int8",)
 
 
 def quantize_linear_layers_int8(model: nn.Module) -> nn.Module:
     """Replaces every `nn.Linear` of `model` (on CPU, fp32) by an INT8 one, in place; returns `model`."""
+    import torch
+
     first = next(model.parameters())
     if first.device.type != "cpu" or first.dtype != torch.float32:
         raise ValueError(
@@ -27,5 +34,5 @@ def quantize_linear_layers_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         # torch.ao's eager API prints a migration notice to torchao, whose int8 kernels are slower on this CPU class.
         warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     return model

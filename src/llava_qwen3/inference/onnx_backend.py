@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..processing import record_embeddings
 from .backend import InferenceBackend
 from .decoding import BatchDecoding
 from .onnx_runner import LlavaQwen3OnnxModel
@@ -17,7 +18,6 @@ class OnnxBackend(InferenceBackend):
     exported, so a record holding `multimodal_data` is refused."""
 
     name = "onnx"
-    tensor_type = "np"
 
     def __init__(self, runner: LlavaQwen3OnnxModel) -> None:
         super().__init__(runner.processor, runner.generation_config, runner.max_positions)
@@ -37,14 +37,14 @@ class OnnxBackend(InferenceBackend):
 
     def _process(self, records: list[dict[str, Any]]) -> Any:
         for record in records:
-            if (record.get("multimodal_data") or {}).get("multimodal_embeddings"):
+            if record_embeddings(record):
                 raise ValueError(
                     "the ONNX backend runs images and text only; embedding modalities are not exported. Use the "
                     "torch backend for records with multimodal_data."
                 )
         return self.processor.process_records(records, return_tensors="np")
 
-    def _decode(self, inputs: Any, decoding: BatchDecoding) -> None:  # no prefix cache
+    def _run_engine(self, inputs: Any, decoding: BatchDecoding) -> None:  # no prefix cache: no cached tokens
         self.runner.generate(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],

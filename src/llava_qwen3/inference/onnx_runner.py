@@ -17,7 +17,14 @@ import onnxruntime
 from ..modeling import LlavaQwen3Config
 from ..processing import LlavaQwen3Processor
 from .onnx_layout import PAST, cache_names, check_export_folder
-from .sampling import check_max_new_tokens, check_sampling, check_token_ids, next_tokens
+from .sampling import (
+    check_max_new_tokens,
+    check_sampling,
+    check_token_ids,
+    context_overflow,
+    next_tokens,
+    stop_and_pad_ids,
+)
 
 # Hooks with transformers' signatures: a logits processor maps (input_ids, scores) to scores, a stopping criterion
 # maps (input_ids, scores) to a bool per row.
@@ -166,17 +173,13 @@ class LlavaQwen3OnnxModel:
         return sequences
 
     def _checked_pixels(self, pixel_values: Any) -> np.ndarray:
-        vision = self.config.vision_config
-        expected = (vision.num_channels, vision.image_size, vision.image_size)
         try:
             pixels = np.asarray(pixel_values, dtype=np.float32)
         except (TypeError, ValueError) as error:
             raise ValueError(f"pixel_values must be a float array of images; {error}") from error
-        if pixels.ndim != 4 or pixels.shape[1:] != expected or len(pixels) == 0:
-            raise ValueError(
-                f"pixel_values has shape {pixels.shape}; expected (num_images, {', '.join(map(str, expected))}). "
-                "Prepare images with the processor."
-            )
+        self.config.check_pixel_values_shape(pixels.shape)
+        if len(pixels) == 0:
+            raise ValueError("pixel_values hold no image; leave them out for a prompt without images.")
         if not np.isfinite(pixels).all():
             raise ValueError("pixel_values hold NaN or infinite values.")
         return pixels
@@ -205,13 +208,9 @@ class LlavaQwen3OnnxModel:
             raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape}.")
         if not np.isin(attention_mask, (0, 1)).all() or not attention_mask[:, -1].all():
             raise ValueError("attention_mask must hold only 0 and 1, with 1 on the last position (left padding).")
-        total = input_ids.shape[1] + max_new_tokens
-        if total > self.max_positions:
-            raise ValueError(
-                f"the prompt ({input_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
-                f"model's context of {self.max_positions} tokens (max_position_embeddings); shorten the prompt or "
-                "lower max_new_tokens."
-            )
+        overflow = context_overflow(input_ids.shape[1], max_new_tokens, self.max_positions)
+        if overflow:
+            raise ValueError(overflow)
         return input_ids, attention_mask
 
     def _settings(self, max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id) -> dict:
@@ -232,11 +231,8 @@ class LlavaQwen3OnnxModel:
         settings["max_new_tokens"] = check_max_new_tokens(settings["max_new_tokens"])
         if settings["do_sample"]:
             check_sampling(settings["temperature"], settings["top_k"], settings["top_p"])
-        eos = settings["eos_token_id"]
-        eos = [] if eos is None else [eos] if not isinstance(eos, (list, tuple)) else eos
+        eos, pad = stop_and_pad_ids(settings["eos_token_id"], settings["pad_token_id"])
         settings["eos_token_id"] = check_token_ids("eos_token_id", eos, self.vocab_size)
-        if settings["pad_token_id"] is None:
-            settings["pad_token_id"] = settings["eos_token_id"][0] if settings["eos_token_id"] else 0
-        settings["pad_token_id"] = check_token_ids("pad_token_id", [settings["pad_token_id"]], self.vocab_size)[0]
+        settings["pad_token_id"] = check_token_ids("pad_token_id", [pad], self.vocab_size)[0]
         settings["suppress_tokens"] = list(self.generation_config.get("suppress_tokens") or [])
         return settings

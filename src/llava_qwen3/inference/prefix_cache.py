@@ -91,14 +91,19 @@ class Prefix:
         return sum(keys.nbytes + values.nbytes for keys, values in self.layers)
 
 
+def checked_budget(max_bytes: int) -> int:
+    """`max_bytes` if a prefix cache can keep that budget (a whole number of bytes, 0 for none), else a ValueError."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"prefix_cache_bytes must be a whole number of bytes >= 0, got {max_bytes!r}.")
+    return max_bytes
+
+
 class PrefixCache:
     """Stored prefixes, least recently used dropped first beyond `max_bytes`. Not thread-safe: one backend's worker
     uses it."""
 
     def __init__(self, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"prefix_cache_bytes must be a whole number of bytes >= 0, got {max_bytes!r}.")
-        self.max_bytes = max_bytes
+        self.max_bytes = checked_budget(max_bytes)
         self.nbytes = 0
         self._prefixes: OrderedDict[int, Prefix] = OrderedDict()
         self._next_id = 0

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from ..modeling.configuration_llava_qwen3 import embedding_shape_error
+from ..processing import record_embeddings, with_record_embeddings
+
 
 def load_embedding(item: Any) -> torch.Tensor:
     """A tensor from a tensor, an array, or a .npy / .safetensors file holding exactly one tensor."""
@@ -31,27 +34,23 @@ def load_embedding(item: Any) -> torch.Tensor:
     return torch.as_tensor(item)
 
 
-def record_embeddings(record: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
+def loaded_embeddings(record: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
     """The record's embeddings by modality name, loaded."""
-    embeddings = (record.get("multimodal_data") or {}).get("multimodal_embeddings") or {}
-    return {name: [load_embedding(item) for item in items] for name, items in embeddings.items()}
+    return {name: [load_embedding(item) for item in items] for name, items in record_embeddings(record).items()}
 
 
 def check_embedding_shapes(record: dict[str, Any], modalities: dict[str, dict[str, Any]]) -> None:
     """A ValueError naming the first loaded embedding item a model with `modalities` (its config's) cannot take: each
     must be `(input_dim,)` or `(n, input_dim)` of its modality. Checked while the record is processed, so a wrong item
     fails its own request rather than the batch it would be decoded in."""
-    for name, items in record_embeddings(record).items():
-        expected = (modalities.get(name) or {}).get("input_dim")
+    for name, items in loaded_embeddings(record).items():
+        input_dim = (modalities.get(name) or {}).get("input_dim")
         for index, item in enumerate(items):
-            if expected is not None and (item.ndim not in (1, 2) or item.shape[-1] != expected):
-                raise ValueError(
-                    f"modality {name!r} item {index} has shape {tuple(item.shape)}; expected ({expected},) or "
-                    f"(n, {expected})."
-                )
+            error = None if input_dim is None else embedding_shape_error(name, index, tuple(item.shape), input_dim)
+            if error:
+                raise ValueError(error)
 
 
 def with_loaded_embeddings(record: dict[str, Any]) -> dict[str, Any]:
     """The record with its embedding items loaded as tensors."""
-    data = record.get("multimodal_data") or {}
-    return {**record, "multimodal_data": {**data, "multimodal_embeddings": record_embeddings(record)}}
+    return with_record_embeddings(record, loaded_embeddings(record))

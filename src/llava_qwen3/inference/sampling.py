@@ -1,5 +1,6 @@
 """Choosing the next token from numpy logits the way transformers does (temperature, then top-k, then top-p), and
-the checks transformers applies to those settings (`GenerationConfig.validate` and its logits warpers).
+the checks transformers applies to those settings (`GenerationConfig.validate` and its logits warpers); the
+end-of-sequence and padding defaults and the context limit, as `generate()` has them.
 
 Both the onnxruntime runner's `generate()` and the per-request decoding of every backend use it, so a setting means
 the same thing everywhere.
@@ -45,6 +46,26 @@ def check_token_ids(name: str, token_ids: Iterable[Any], vocab_size: int | None 
             bound = f" and below the vocabulary size {vocab_size}" if vocab_size is not None else ""
             raise ValueError(f"{name} holds {token_id!r}; token ids must be ints >= 0{bound}.")
     return [int(token_id) for token_id in token_ids]
+
+
+def stop_and_pad_ids(eos_token_id: Any, pad_token_id: Any) -> tuple[list[int], Any]:
+    """A generation config's end-of-sequence ids as a list (it may hold one id, several or none) and the padding id,
+    which defaults as transformers' `generate()` defaults it: to the first end-of-sequence id, else 0."""
+    if eos_token_id is None:
+        stops = []
+    else:
+        stops = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    return stops, pad_token_id if pad_token_id is not None else (stops or [0])[0]
+
+
+def context_overflow(prompt_tokens: int, max_new_tokens: int, max_positions: int) -> str | None:
+    """Why a prompt of `prompt_tokens` cannot get `max_new_tokens` more within the model's `max_positions`, or None."""
+    if prompt_tokens + max_new_tokens <= max_positions:
+        return None
+    return (
+        f"the prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's context of "
+        f"{max_positions} tokens (max_position_embeddings); shorten the prompt or lower max_new_tokens."
+    )
 
 
 def next_tokens(

@@ -13,10 +13,10 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, Sto
 
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
-from .backend import QUANTIZATIONS, InferenceBackend
+from .backend import InferenceBackend
 from .decoding import BatchDecoding
-from .int8 import quantize_linear_layers_int8
-from .prefix_cache import Prefix, PrefixCache, RowPrompt, cut_at_or_before, split_rows
+from .int8 import QUANTIZATIONS, quantize_linear_layers_int8
+from .prefix_cache import Prefix, PrefixCache, RowPrompt, checked_budget, cut_at_or_before, split_rows
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
@@ -47,7 +47,6 @@ class TorchBackend(InferenceBackend):
     budget."""
 
     name = "torch"
-    tensor_type = "pt"
 
     def __init__(
         self, model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, prefix_cache_bytes: int = 0
@@ -72,13 +71,13 @@ class TorchBackend(InferenceBackend):
         the same way (0: none)."""
         if quantize is not None and quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize={quantize!r} is unknown; expected one of {', '.join(QUANTIZATIONS)} or None.")
-        prefix_cache = PrefixCache(prefix_cache_bytes)  # checks the budget before the model is loaded
+        checked_budget(prefix_cache_bytes)  # before the model is loaded
         device = device or ("cuda" if torch.cuda.is_available() and quantize is None else "cpu")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype or "auto", **kwargs)
         model = model.to(device)
         if quantize == "int8":
             quantize_linear_layers_int8(model)
-        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint), prefix_cache.max_bytes)
+        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint), prefix_cache_bytes)
 
     @property
     def device(self) -> str:
@@ -91,7 +90,7 @@ class TorchBackend(InferenceBackend):
         return self.processor.process_records(records, return_tensors="pt")
 
     @torch.inference_mode()
-    def _decode(self, inputs: Any, decoding: BatchDecoding) -> list[int] | None:
+    def _run_engine(self, inputs: Any, decoding: BatchDecoding) -> list[int] | None:
         options = dict(
             max_new_tokens=decoding.max_new_tokens,
             do_sample=False,

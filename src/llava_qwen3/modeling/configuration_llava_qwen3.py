@@ -17,6 +17,21 @@ PROJECTOR_TYPES = ("mlp2x_gelu", "mlp_relu_ln")
 VISION_FEATURE_SELECT_STRATEGIES = ("default", "full")
 
 
+def checked_projector_type(projector_type: str, owner: str = "projector_type") -> str:
+    """`projector_type` if it is one of `PROJECTOR_TYPES`, else a ValueError naming `owner` (where it was set)."""
+    if projector_type not in PROJECTOR_TYPES:
+        raise ValueError(f"{owner} {projector_type!r} is unknown; expected one of {', '.join(PROJECTOR_TYPES)}.")
+    return projector_type
+
+
+def embedding_shape_error(modality: str, index: int, shape: tuple[int, ...], input_dim: int) -> str | None:
+    """Why item `index` of `modality`'s embeddings, of `shape`, cannot be projected, or None: each item is one vector
+    `(input_dim,)` or a sequence of vectors `(n, input_dim)`."""
+    if len(shape) in (1, 2) and shape[-1] == input_dim:
+        return None
+    return f"modality {modality!r} item {index} has shape {tuple(shape)}; expected ({input_dim},) or (n, {input_dim})."
+
+
 def _sub_config(value: Any, allowed: tuple[str, ...], default: str, role: str) -> PretrainedConfig:
     """Turns a dict or config into the right config class, refusing model types this model cannot run."""
     if value is None:
@@ -43,11 +58,7 @@ def checked_modality(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"modality {name!r} needs a positive int input_dim, got {spec.get('input_dim')!r}.")
     if not isinstance(spec.get("token_id"), int):
         raise ValueError(f"modality {name!r} needs the int token_id of its placeholder {spec['token']!r}.")
-    if spec["projector_type"] not in PROJECTOR_TYPES:
-        raise ValueError(
-            f"modality {name!r} has projector_type {spec['projector_type']!r}; "
-            f"expected one of {', '.join(PROJECTOR_TYPES)}."
-        )
+    checked_projector_type(spec["projector_type"], owner=f"modality {name!r}'s projector_type")
     return spec
 
 
@@ -100,10 +111,7 @@ class LlavaQwen3Config(PretrainedConfig):
     ) -> None:
         self.vision_config = _sub_config(vision_config, VISION_MODEL_TYPES, "clip_vision_model", "vision_config")
         self.text_config = _sub_config(text_config, TEXT_MODEL_TYPES, "qwen3", "text_config")
-        if projector_type not in PROJECTOR_TYPES:
-            raise ValueError(
-                f"projector_type {projector_type!r} is unknown; expected one of {', '.join(PROJECTOR_TYPES)}."
-            )
+        checked_projector_type(projector_type)
         if vision_feature_select_strategy not in VISION_FEATURE_SELECT_STRATEGIES:
             raise ValueError(
                 f"vision_feature_select_strategy {vision_feature_select_strategy!r} is unknown; "
@@ -172,6 +180,20 @@ class LlavaQwen3Config(PretrainedConfig):
         patches = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
         keeps_cls = self.vision_has_cls_token and self.vision_feature_select_strategy == "full"
         return patches + int(keeps_cls)
+
+    @property
+    def pixel_values_shape(self) -> tuple[int, int, int]:
+        """The shape of one image's pixel values, `(channels, height, width)`: the tower's input size."""
+        vision = self.vision_config
+        return (vision.num_channels, vision.image_size, vision.image_size)
+
+    def check_pixel_values_shape(self, shape: tuple[int, ...]) -> None:
+        """A ValueError unless `shape` is `(num_images, *pixel_values_shape)`, what the processor makes."""
+        if len(shape) != 4 or tuple(shape[1:]) != self.pixel_values_shape:
+            raise ValueError(
+                f"pixel_values has shape {tuple(shape)}; expected (num_images, "
+                f"{', '.join(map(str, self.pixel_values_shape))}). Prepare images with the model's processor."
+            )
 
     @property
     def text_head_dim(self) -> int:

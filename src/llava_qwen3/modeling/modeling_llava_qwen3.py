@@ -21,8 +21,10 @@ from transformers.utils import logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality
+from .configuration_llava_qwen3 import LlavaQwen3Config, checked_modality, checked_projector_type, embedding_shape_error
 
+# What differs between the transformers lines this file runs on (5.x and 4.57), in one place: the code below reads
+# these names and never the version itself.
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache` (model arguments, outputs, generate()). The
 # model takes either name and passes the cache on, and returns it, under the installed line's.
@@ -36,6 +38,28 @@ renamed_cache_argument = (
 BaseOutput = getattr(modeling_outputs, "MultimodalBaseModelOutputWithPast", BaseModelOutputWithPast)
 CausalLMOutput = getattr(modeling_outputs, "MultimodalCausalLMOutputWithPast", CausalLMOutputWithPast)
 HAS_IMAGE_OUTPUTS = "image_outputs" in BaseOutput.__dataclass_fields__
+# transformers 5's `get_image_features` returns a `BaseModelOutputWithPooling` (the per-image features as
+# `pooler_output`); 4.x's returns the features tensor.
+IMAGE_FEATURES_AS_OUTPUT = TRANSFORMERS_MAJOR >= 5
+# transformers 5 dropped the `vision_model.` level inside CLIP/SigLIP vision models and saves without it. 4.x reads that
+# layout through this rename (and writes it back on save), so one checkpoint serves both lines; 5 needs none.
+CHECKPOINT_RENAMES = {} if TRANSFORMERS_MAJOR >= 5 else {"vision_tower.(?!vision_model.)": "vision_tower.vision_model."}
+# transformers 4.x's CLIP encoder layer takes its causal mask positionally; every other layer takes (hidden, mask).
+CLIP_LAYER_TAKES_CAUSAL_MASK = TRANSFORMERS_MAJOR < 5
+# Tied parameters: transformers 5 maps each to its source, 4.x lists them.
+TIED_WEIGHTS_KEYS = (
+    {"lm_head.weight": "model.language_model.embed_tokens.weight"} if TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
+)
+# The head's tensor-parallel plan, the value transformers' own Llava (5.x) and Qwen3 (4.x) give it on each line.
+LM_HEAD_TP_PLAN = "colwise_gather_output" if TRANSFORMERS_MAJOR >= 5 else "colwise_rep"
+
+
+def vision_transformer(vision_tower: nn.Module) -> nn.Module:
+    """The transformer inside a CLIP/SigLIP vision model (its embeddings, encoder and norms): transformers 4.x nests
+    it one level deeper, under `vision_model`."""
+    return getattr(vision_tower, "vision_model", vision_tower)
+
+
 logger = logging.get_logger(__name__)
 
 # The model's parts, as the prefixes of their modules' names in LlavaQwen3ForConditionalGeneration. Training stages,
@@ -90,15 +114,10 @@ class LlavaQwen3MultiModalProjector(nn.Module):
 
     def __init__(self, input_dim: int, output_dim: int, projector_type: str, bias: bool = True) -> None:
         super().__init__()
+        normalised = checked_projector_type(projector_type) == "mlp_relu_ln"
         self.linear_1 = nn.Linear(input_dim, output_dim, bias=bias)
-        if projector_type == "mlp2x_gelu":
-            self.act = nn.GELU()
-            self.norm = nn.Identity()
-        elif projector_type == "mlp_relu_ln":
-            self.act = nn.ReLU()
-            self.norm = nn.LayerNorm(output_dim)
-        else:
-            raise ValueError(f"Unknown projector_type {projector_type!r}; expected 'mlp2x_gelu' or 'mlp_relu_ln'.")
+        self.act = nn.ReLU() if normalised else nn.GELU()
+        self.norm = nn.LayerNorm(output_dim) if normalised else nn.Identity()
         self.linear_2 = nn.Linear(output_dim, output_dim, bias=bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -123,10 +142,7 @@ class LlavaQwen3PreTrainedModel(PreTrainedModel):
     # The decoding steps (what generate() compiles with a static cache) hold no image or embedding inputs and run
     # only transformers' Qwen3; tested: a compiled static-cache greedy run equals the eager one.
     _can_compile_fullgraph = True
-    if TRANSFORMERS_MAJOR < 5:
-        # transformers 5 dropped the `vision_model.` level inside CLIP/SigLIP vision models and saves without it.
-        # 4.x reads that layout through this rename (and writes it back on save), so one checkpoint serves both lines.
-        _checkpoint_conversion_mapping = {"vision_tower.(?!vision_model.)": "vision_tower.vision_model."}
+    _checkpoint_conversion_mapping = CHECKPOINT_RENAMES
 
 
 class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
@@ -187,13 +203,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
                 f"pixel_values must be a floating-point torch.Tensor, got a {given}; call the processor with "
                 "return_tensors='pt'."
             )
-        vision = self.config.vision_config
-        expected = (vision.num_channels, vision.image_size, vision.image_size)
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"pixel_values has shape {tuple(pixel_values.shape)}; expected "
-                f"(num_images, {', '.join(map(str, expected))}). Prepare images with the model's processor."
-            )
+        self.config.check_pixel_values_shape(tuple(pixel_values.shape))
 
     def project_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected features of each image, `(num_images, image_seq_length, text_hidden_size)`: what the model writes
@@ -245,7 +255,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
             states = self._tower_hidden_states(pixel_values, max(layers) + 1)
             last_hidden_state, attentions = states[-1], None
         features = self._project([states[index] for index in layers], strategy)
-        if TRANSFORMERS_MAJOR < 5:
+        if not IMAGE_FEATURES_AS_OUTPUT:
             return features
         output = BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
@@ -266,13 +276,12 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         """The tower's first `num_states` hidden states (its embeddings' output, then each layer's). The layers past
         them, the final norm and SigLIP's pooling head are not run: LLaVA reads an inner layer, so they would be
         computed and thrown away."""
-        tower = getattr(self.vision_tower, "vision_model", self.vision_tower)  # 4.x nests it one level deeper
+        tower = vision_transformer(self.vision_tower)
         hidden = tower.embeddings(pixel_values.to(self.vision_tower.dtype))
         if hasattr(tower, "pre_layrnorm"):  # CLIP's norm before the encoder (transformers' spelling)
             hidden = tower.pre_layrnorm(hidden)
         states = [hidden]
-        # transformers 4.x's CLIP layer takes its causal mask positionally; every other layer takes (hidden, mask).
-        extra = (None,) if TRANSFORMERS_MAJOR < 5 and self.config.vision_has_cls_token else ()
+        extra = (None,) if CLIP_LAYER_TAKES_CAUSAL_MASK and self.config.vision_has_cls_token else ()
         for layer in tower.encoder.layers[: num_states - 1]:
             output = layer(hidden, None, *extra)
             hidden = output[0] if isinstance(output, tuple) else output
@@ -297,11 +306,9 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         rows = []
         for index, item in enumerate(embeddings):
             item = torch.as_tensor(item)
-            if item.ndim not in (1, 2) or item.shape[-1] != input_dim:
-                raise ValueError(
-                    f"modality {name!r} item {index} has shape {tuple(item.shape)}; expected ({input_dim},) or "
-                    f"(n, {input_dim})."
-                )
+            error = embedding_shape_error(name, index, tuple(item.shape), input_dim)
+            if error:
+                raise ValueError(error)
             rows.append(item.reshape(-1, input_dim).to(weight.device, weight.dtype))
         if not rows:
             raise ValueError(f"modality {name!r} was given no embeddings.")
@@ -446,16 +453,9 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
 class LlavaQwen3ForConditionalGeneration(LlavaQwen3PreTrainedModel, GenerationMixin):
     """LLaVA-Qwen3 with a language-model head: image + text in, text out, through `generate()`."""
 
-    # transformers 5 maps tied parameters to their source; 4.x lists the tied parameters.
-    _tied_weights_keys = (
-        {"lm_head.weight": "model.language_model.embed_tokens.weight"}
-        if TRANSFORMERS_MAJOR >= 5
-        else ["lm_head.weight"]
-    )
-
-    # The language model's plans come from its Qwen3 config; these place the head, with the value transformers' own
-    # Llava (5.x) and Qwen3 (4.x) give it on each line.
-    _tp_plan = {"lm_head": "colwise_gather_output" if TRANSFORMERS_MAJOR >= 5 else "colwise_rep"}
+    _tied_weights_keys = TIED_WEIGHTS_KEYS
+    # The language model's plans come from its Qwen3 config; these place the head.
+    _tp_plan = {"lm_head": LM_HEAD_TP_PLAN}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: LlavaQwen3Config) -> None:

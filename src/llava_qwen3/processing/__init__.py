@@ -1,5 +1,19 @@
 """The input half: turning images, text and chat messages into model inputs (a remote-code file)."""
 
-from .processing_llava_qwen3 import CHAT_TEMPLATE, IMAGE_TOKEN, LlavaQwen3Processor
+from .processing_llava_qwen3 import (
+    CHAT_TEMPLATE,
+    IMAGE_LINE,
+    IMAGE_TOKEN,
+    LlavaQwen3Processor,
+    record_embeddings,
+    with_record_embeddings,
+)
 
-__all__ = ["CHAT_TEMPLATE", "IMAGE_TOKEN", "LlavaQwen3Processor"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "IMAGE_LINE",
+    "IMAGE_TOKEN",
+    "LlavaQwen3Processor",
+    "record_embeddings",
+    "with_record_embeddings",
+]

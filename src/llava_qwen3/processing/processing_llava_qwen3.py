@@ -7,8 +7,9 @@ the assistant's replies for `return_assistant_tokens_mask`. Keyword arguments ar
 built-in processors route them (`ProcessingKwargs`): flat, per modality (`text_kwargs=`, `images_kwargs=`) or common
 (`common_kwargs=`), over the tokenizer's saved defaults.
 
-Remote-code file: it is copied next to the weights and imports only transformers (and torch where it is installed:
-the onnxruntime runner uses this processor without it).
+Remote-code file: it is copied next to the weights and imports only transformers, numpy and Pillow (which
+transformers' image processors need anyway), and torch where it is installed (the onnxruntime runner uses this
+processor without it).
 """
 
 import base64
@@ -34,8 +35,19 @@ try:
 except ImportError:  # the onnxruntime runner uses this processor where torch is not installed
     torch = None
 
+# What differs between the transformers lines (5.x and 4.57), in one place: the code below reads this name and never the
+# version itself. 4.x finds a processor's parts through the `*_class` attributes; 5.x reads them from __init__'s
+# signature and warns on those attributes.
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+NAMES_PART_CLASSES = TRANSFORMERS_MAJOR < 5
+
 IMAGE_TOKEN = "<image>"
+# How an image stands in a text: its placeholder on a line of its own in front (LLaVA's conversations, the chat
+# template's image item).
+IMAGE_LINE = IMAGE_TOKEN + "\n"
+# A record: {"text": ..., "images": [...], RECORD_DATA: {RECORD_EMBEDDINGS: {"m1": [items], ...}}} (images and
+# RECORD_DATA optional), what `process_records` reads and the backends, the server and training pass around.
+RECORD_DATA, RECORD_EMBEDDINGS = "multimodal_data", "multimodal_embeddings"
 TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))  # either holds a Qwen tokenizer
 
 # Qwen's ChatML; an image item becomes "<image>\n" in front of its text, as in LLaVA's conversations, and an
@@ -97,7 +109,7 @@ class LlavaQwen3Processor(ProcessorMixin):
 
     attributes = ["image_processor", "tokenizer"]
     valid_processor_kwargs = LlavaQwen3ProcessorKwargs
-    if TRANSFORMERS_MAJOR < 5:  # 5.x reads the sub-processors from __init__'s signature and warns on these
+    if NAMES_PART_CLASSES:
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
 
@@ -166,16 +178,7 @@ class LlavaQwen3Processor(ProcessorMixin):
         # Offsets are given in the caller's text, so no replacement offsets are needed to map them back.
         text_kwargs.pop("return_text_replacement_offsets", None)
 
-        if modality_embeds is not None and not isinstance(modality_embeds, dict):
-            raise TypeError(
-                f"modality_embeds must be a dict of modality name to items, got {type(modality_embeds).__name__}."
-            )
-        modality_embeds = dict(modality_embeds or {})
-        unknown = set(modality_embeds) - set(self.modality_tokens)
-        if unknown:
-            known = ", ".join(self.modality_tokens) or "none"
-            raise ValueError(f"modality {sorted(unknown)[0]!r} is unknown to this processor; it knows: {known}.")
-
+        modality_embeds = self._checked_modality_embeds(modality_embeds)
         flat_images = self._assign(texts, images, self.image_token, batch_ndim=4, what="images")
         if flat_images and self.image_seq_length is None:
             raise ValueError(
@@ -219,6 +222,20 @@ class LlavaQwen3Processor(ProcessorMixin):
             batch["modality_embeds"] = flat_embeds  # after tensor conversion: a dict of lists stays as it is
         return batch
 
+    def _checked_modality_embeds(self, modality_embeds: Any) -> dict[str, Any]:
+        """`modality_embeds` as a dict of this processor's modalities (empty for None), or the error naming what is
+        wrong."""
+        if modality_embeds is not None and not isinstance(modality_embeds, dict):
+            raise TypeError(
+                f"modality_embeds must be a dict of modality name to items, got {type(modality_embeds).__name__}."
+            )
+        modality_embeds = dict(modality_embeds or {})
+        unknown = set(modality_embeds) - set(self.modality_tokens)
+        if unknown:
+            known = ", ".join(self.modality_tokens) or "none"
+            raise ValueError(f"modality {sorted(unknown)[0]!r} is unknown to this processor; it knows: {known}.")
+        return modality_embeds
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "LlavaQwen3Processor":
         """Loads a processor like any transformers processor; a local folder without its tokenizer files is refused
@@ -242,12 +259,12 @@ class LlavaQwen3Processor(ProcessorMixin):
         for index, record in enumerate(records):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f"record {index} must be a dict with a 'text' string.")
-        names = {name for record in records for name in _record_embeddings(record)}
+        names = {name for record in records for name in record_embeddings(record)}
         images = [list(record.get("images") or []) for record in records]
         return self(
             images=images if any(images) else None,
             text=[record["text"] for record in records],
-            modality_embeds={name: [list(_record_embeddings(r).get(name, [])) for r in records] for name in names},
+            modality_embeds={name: [list(record_embeddings(r).get(name, [])) for r in records] for name in names},
             **kwargs,
         )
 
@@ -297,7 +314,7 @@ class LlavaQwen3Processor(ProcessorMixin):
         if isinstance(image, os.PathLike):
             image = os.fspath(image)
         if isinstance(image, str):
-            return self._open_image(image)
+            return self._image_from_string(image)
         if isinstance(image, Image.Image):
             return _eight_bit(image)
         if isinstance(image, np.ndarray) or (torch is not None and isinstance(image, torch.Tensor)):
@@ -307,7 +324,8 @@ class LlavaQwen3Processor(ProcessorMixin):
             f"{type(image).__name__}."
         )
 
-    def _open_image(self, source: str) -> Image.Image:
+    def _image_from_string(self, source: str) -> Image.Image:
+        """The image a path, an http(s) URL or a data URL names, read as `_open_image` reads it."""
         if source.startswith(("http://", "https://")):
             if not self.remote_images:
                 raise ValueError(f"image URL {source!r} refused: this processor does not fetch remote images.")
@@ -324,9 +342,9 @@ class LlavaQwen3Processor(ProcessorMixin):
             data, name = source, f"image file {source!r}"
         else:
             raise ValueError(f"Image file {source!r} does not exist.")
-        return self._decode(io.BytesIO(data) if isinstance(data, bytes) else data, name)
+        return self._open_image(io.BytesIO(data) if isinstance(data, bytes) else data, name)
 
-    def _decode(self, source: Any, name: str) -> Image.Image:
+    def _open_image(self, source: Any, name: str) -> Image.Image:
         """Opens an encoded image, refusing it before decoding when it declares too many pixels."""
         too_big = f"{name} declares more pixels than the {self.max_image_pixels:,} this processor accepts"
         try:
@@ -543,8 +561,22 @@ def _as_embedding(name: str, item: Any) -> Any:
     return tensor[None] if tensor.ndim == 1 else tensor
 
 
-def _record_embeddings(record: dict) -> dict[str, Any]:
-    return (record.get("multimodal_data") or {}).get("multimodal_embeddings") or {}
+def record_embeddings(record: dict) -> dict[str, Any]:
+    """A record's embedding items by modality name (empty where it has none)."""
+    return (record.get(RECORD_DATA) or {}).get(RECORD_EMBEDDINGS) or {}
 
 
-__all__ = ["CHAT_TEMPLATE", "IMAGE_TOKEN", "LlavaQwen3Processor", "LlavaQwen3ProcessorKwargs"]
+def with_record_embeddings(record: dict, embeddings: dict[str, Any]) -> dict:
+    """A copy of `record` holding `embeddings` (by modality name) as its embedding items."""
+    return {**record, RECORD_DATA: {**(record.get(RECORD_DATA) or {}), RECORD_EMBEDDINGS: embeddings}}
+
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "IMAGE_LINE",
+    "IMAGE_TOKEN",
+    "LlavaQwen3Processor",
+    "LlavaQwen3ProcessorKwargs",
+    "record_embeddings",
+    "with_record_embeddings",
+]

@@ -33,13 +33,13 @@ def create_app(
 ) -> FastAPI:
     """The server's app over `backend` (a loaded `InferenceBackend`), with `limits` (defaults: `ServerLimits()`) and
     `options` (the served model name, the optional API key, the caption prompt)."""
-    server = Service(backend, limits or ServerLimits(), options or ServerOptions(model_name="llava-qwen3"))
+    service = Service(backend, limits or ServerLimits(), options or ServerOptions(model_name="llava-qwen3"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        server.batcher.start()
+        service.batcher.start()
         yield
-        server.batcher.stop()
+        service.batcher.stop()
 
     app = FastAPI(
         title="LLaVA-Qwen3 server",
@@ -47,38 +47,38 @@ def create_app(
         description="Captions, questions and chats about images, and OpenAI's chat completions API, over one model.",
         lifespan=lifespan,
     )
-    app.state.service = server
+    app.state.service = service
     install_error_handlers(app)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, error: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads this answer; it only closes the request's books
 
-    app.add_middleware(BodySizeLimit, max_bytes=server.limits.max_request_bytes)
-    app.add_middleware(RequestMetrics, metrics=server.metrics)  # added last: outermost, so it sees every answer
+    app.add_middleware(BodySizeLimit, max_bytes=service.limits.max_request_bytes)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)  # added last: outermost, so it sees every answer
     app.include_router(openai_routes.router)
     app.include_router(rest_routes.router)
 
     @app.get("/health", tags=["operations"], responses={503: {"model": Health}})
-    async def health(server: ServiceDependency) -> JSONResponse:
+    async def health(service: ServiceDependency) -> JSONResponse:
         """Whether the model is loaded and its worker runs (else 503), where it runs, and how many requests wait or
         decode."""
-        running = server.batcher.running
+        running = service.batcher.running
         state = Health(
             status="ok" if running else "unavailable",
-            model=server.options.model_name,
+            model=service.options.model_name,
             model_loaded=True,  # the app is made around a loaded backend
-            backend=server.backend.name,
-            device=server.backend.device,
-            queue_depth=server.batcher.queue_depth,
-            decoding=server.batcher.decoding,
+            backend=service.backend.name,
+            device=service.backend.device,
+            queue_depth=service.batcher.queue_depth,
+            decoding=service.batcher.decoding,
         )
         return JSONResponse(state.model_dump(), status_code=200 if running else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics(server: ServiceDependency) -> Response:
+    async def metrics(service: ServiceDependency) -> Response:
         """Prometheus metrics: requests, latency, tokens, batch sizes, queue depth."""
-        return Response(server.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     page_html = PAGE.read_text(encoding="utf-8")
 

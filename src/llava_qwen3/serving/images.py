@@ -3,7 +3,8 @@
 Every image arrives as bytes (an upload, a base64 data URL, or a fetch from an allowed host) and is refused with a 4xx
 `ApiError` when it is too many bytes, declares too many pixels in its header (checked before decoding, beside Pillow's
 own decompression-bomb guard), is not one of the formats read here, or does not decode. The server decodes images
-itself: URL strings are never passed on to the processor, whose own loading has no limits.
+itself: URL strings are never passed on to the processor, whose own loading bounds size and time but fetches from any
+host (the server fetches only from its allowed hosts, within its own limits).
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ which fills the modality's placeholder with precomputed embeddings (one row per 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from ..inference import Generation
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 
@@ -99,6 +102,16 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+
+    @classmethod
+    def of(cls, generation: Generation) -> Usage:
+        """The token counts of a finished generation."""
+        return cls(
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            total_tokens=generation.prompt_tokens + generation.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=generation.cached_tokens),
+        )
 
 
 class AssistantMessage(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..processing import with_record_embeddings
 from .errors import ApiError
 from .images import decode_base64, image_from_url
 from .limits import ServerLimits
@@ -33,10 +34,9 @@ class Conversation:
 
 @dataclass
 class Prompt:
-    """A record for the inference interface and its prompt length in tokens (placeholders expanded)."""
+    """A record for the inference interface, checked against the server's limits."""
 
     record: dict[str, Any]
-    prompt_tokens: int
 
 
 class PromptBuilder:
@@ -131,5 +131,5 @@ class PromptBuilder:
             )
         record: dict[str, Any] = {"text": text, "images": list(conversation.images)}
         if conversation.embeddings:
-            record["multimodal_data"] = {"multimodal_embeddings": dict(conversation.embeddings)}
-        return Prompt(record, tokens)
+            record = with_record_embeddings(record, dict(conversation.embeddings))
+        return Prompt(record)

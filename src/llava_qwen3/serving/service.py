@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from ..inference import Generation, GenerationSettings, InferenceBackend
+from ..record_sources import DEFAULT_CAPTION_PROMPT
 from .batching import Batcher, PendingGeneration, QueueFullError
 from .conversations import ConversationStore
 from .errors import ApiError
@@ -32,7 +33,7 @@ class ServerOptions:
 
     model_name: str
     api_key: str | None = None
-    caption_prompt: str = "Describe the picture."  # the prompt caption records are trained with (training.data)
+    caption_prompt: str = DEFAULT_CAPTION_PROMPT  # what caption records are trained with, unless they name a prompt
 
 
 class Service:
@@ -42,7 +43,7 @@ class Service:
         self.backend = backend
         self.limits = limits
         self.options = options
-        self.created = int(time.time())
+        self.created = int(time.time())  # /v1/models' `created`: when this server loaded the model
         self.metrics = ServerMetrics()
         self.batcher = Batcher(backend, limits, self.metrics)
         # A copy: the worker thread tokenizes with the backend's processor, and a fast tokenizer used from two threads
@@ -96,21 +97,21 @@ class Service:
             getter.cancel()
 
     async def complete(self, prompt: Prompt, settings: GenerationSettings, request: Request) -> Generation:
-        """The finished generation of one request (see `checked` for how failures are answered)."""
+        """The finished generation of one request (see `ensure_answerable` for how failures are answered)."""
         deadline = self.deadline()
         pending = self.submit(prompt, settings)
         try:
             while True:
                 event = await self.next_event(pending, deadline, request)
                 if not isinstance(event, str):
-                    return checked(event)
+                    return ensure_answerable(event)
         finally:
             self.batcher.withdraw(pending)  # nothing to do once it has finished; stops it when this task was cancelled
 
 
-def checked(event: Generation | Exception) -> Generation:
-    """A generation that may be answered, or the `ApiError` to answer instead: a request the backend refused is a 400
-    with its reason, an engine fault a 500, a request cancelled by the server's shutdown a 503."""
+def ensure_answerable(event: Generation | Exception) -> Generation:
+    """The generation when it may be answered; else raises the `ApiError` to answer instead: a request the backend
+    refused is a 400 with its reason, an engine fault a 500, a request cancelled by the server's shutdown a 503."""
     if isinstance(event, Exception):
         raise ApiError(500, f"the model failed on this request's batch: {event!r}.", code="engine_error")
     if event.finish_reason == "error":

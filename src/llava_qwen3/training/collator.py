@@ -13,7 +13,7 @@ import torch
 from transformers import BatchFeature
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from ..inference.records import record_embeddings
+from ..inference.records import loaded_embeddings
 from ..processing import LlavaQwen3Processor
 
 IGNORE_INDEX = -100
@@ -31,7 +31,7 @@ def from_llava_record(record: dict[str, Any], images: list[Any] | None = None) -
         messages.append({"role": role, "content": turn["value"]})
     if not any(message["role"] == "assistant" for message in messages):
         raise ValueError("the record has no assistant turn to learn from.")
-    return {"messages": messages, "images": images or [], "modality_embeds": record_embeddings(record)}
+    return {"messages": messages, "images": images or [], "modality_embeds": loaded_embeddings(record)}
 
 
 class ChatCollator:

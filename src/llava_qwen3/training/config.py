@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..record_sources import ON_BAD_RECORD
 from .stages import STAGES
 
 PRESETS_FOLDER = Path(__file__).parent / "presets"
@@ -71,7 +72,7 @@ class TrainConfig:
             "learning_rate_recipe": (self.learning_rate_recipe, ("llava", "nanovlm")),
             "load_in": (self.load_in, (None, "8bit", "4bit")),
             "precision": (self.precision, ("auto", "fp32", "bf16", "fp16")),
-            "on_bad_record": (self.on_bad_record, ("skip", "error")),
+            "on_bad_record": (self.on_bad_record, ON_BAD_RECORD),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:

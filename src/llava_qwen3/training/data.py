@@ -17,6 +17,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from ..processing import IMAGE_LINE
 from ..record_sources import (
     DEFAULT_CAPTION_PROMPT,
     BadRecordError,
@@ -39,7 +40,7 @@ def _as_llava(record: Any, name: str, has_image: bool) -> dict[str, Any]:
         return record
     if isinstance(record.get("text"), str):
         prompt = record.get("prompt") or DEFAULT_CAPTION_PROMPT
-        human = ("<image>\n" if has_image else "") + prompt
+        human = (IMAGE_LINE if has_image else "") + prompt
         turns = [{"from": "human", "value": human}, {"from": "gpt", "value": record["text"]}]
         return {**record, "conversations": turns}
     raise BadRecordError(f"{name}: neither 'conversations' (LLaVA) nor 'text' (caption) is present")

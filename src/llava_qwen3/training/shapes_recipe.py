@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from ..conversion import build_tiny_checkpoint
 from ..conversion.writing import write_checkpoint
 from ..modeling import LlavaQwen3ForConditionalGeneration
-from ..processing import LlavaQwen3Processor
+from ..processing import IMAGE_LINE, LlavaQwen3Processor
 from .collator import ChatCollator
 from .stages import configure_stage
 from .synthetic import QUESTIONS, draw_scene, question_examples, random_scenes
@@ -80,7 +80,7 @@ def shapes_accuracy(
     accuracy = {}
     for attribute, question in QUESTIONS.items():
         prompt = processor.apply_chat_template(
-            [{"role": "user", "content": f"<image>\n{question}"}], add_generation_prompt=True
+            [{"role": "user", "content": IMAGE_LINE + question}], add_generation_prompt=True
         )
         inputs = processor(
             images=[[_picture(scene, blank)] for scene in scenes], text=[prompt] * len(scenes), return_tensors="pt"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..processing import IMAGE_LINE
 from ..record_sources import DEFAULT_CAPTION_PROMPT
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
@@ -86,7 +87,7 @@ def question_examples(scene: Scene, image: Image.Image) -> list[dict]:
     examples = [
         {
             "messages": [
-                {"role": "user", "content": f"<image>\n{question}"},
+                {"role": "user", "content": IMAGE_LINE + question},
                 {"role": "assistant", "content": scene.answer(attribute)},
             ],
             "images": [image],
@@ -97,7 +98,7 @@ def question_examples(scene: Scene, image: Image.Image) -> list[dict]:
     examples.append(
         {
             "messages": [
-                {"role": "user", "content": f"<image>\n{DEFAULT_CAPTION_PROMPT}"},
+                {"role": "user", "content": IMAGE_LINE + DEFAULT_CAPTION_PROMPT},
                 {"role": "assistant", "content": scene.caption()},
             ],
             "images": [image],
@@ -131,7 +132,7 @@ def write_dataset(
             else:
                 question = QUESTIONS[attribute]
                 record["conversations"] = [
-                    {"from": "human", "value": f"<image>\n{question}"},
+                    {"from": "human", "value": IMAGE_LINE + question},
                     {"from": "gpt", "value": scene.answer(attribute)},
                 ]
                 record["question_type"] = attribute

@@ -32,7 +32,8 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.sequence import IntermediateTensors
 from vllm.utils.tensor_schema import TensorSchema, TensorShape
 
-from ..conversion.build import IMAGE_TOKEN
+from ..modeling.configuration_llava_qwen3 import checked_projector_type
+from ..processing import IMAGE_TOKEN
 from .processing import (
     IMAGE,
     LlavaQwen3DummyInputsBuilder,
@@ -84,9 +85,7 @@ class LlavaQwen3Projector(nn.Module):
         prefix: str = "",
     ) -> None:
         super().__init__()
-        if projector_type not in ("mlp2x_gelu", "mlp_relu_ln"):
-            raise ValueError(f"Unknown projector_type {projector_type!r}; expected 'mlp2x_gelu' or 'mlp_relu_ln'.")
-        normalised = projector_type == "mlp_relu_ln"
+        normalised = checked_projector_type(projector_type) == "mlp_relu_ln"
         self.linear_1 = ColumnParallelLinear(
             input_dim,
             output_dim,

@@ -1,0 +1,57 @@
+"""The backend choice has one owner (`inference.loading`): the commands' `--backend/--variant/--device/--quantize/
+--threads` flags and their checks, and `load_backend`'s from Python, give the same refusals before any model is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from llava_qwen3.evaluation.cli import main as eval_main
+from llava_qwen3.inference import load_backend
+from llava_qwen3.inference.loading import add_backend_arguments, backend_flags, backend_options
+from llava_qwen3.serving.cli import build_parser as serve_parser
+
+pytestmark = pytest.mark.one_line
+
+REFUSALS = [
+    (["--backend", "onnx", "--quantize", "int8"], {"quantize": "int8"}, "is for the torch backend; the onnx backend"),
+    (["--backend", "onnx", "--device", "cpu"], {"device": "cpu"}, "is for the torch backend; the onnx backend runs"),
+    (["--variant", "fp32"], {"variant": "fp32"}, "picks ONNX graphs; it needs the onnx backend"),
+    (["--threads", "0"], {"threads": 0}, "must be a positive number, got 0"),
+]
+
+
+def _engine_flags(*flags: str, threads_default: int | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser, threads_default=threads_default)
+    return parser.parse_args(list(flags))
+
+
+@pytest.mark.parametrize(("flags", "options", "message"), REFUSALS)
+def test_commands_and_python_refuse_the_same_options_with_the_same_message(flags, options, message, capsys):
+    option = next(iter(options))
+    with pytest.raises(ValueError, match=f"^--{option} {message}"):
+        backend_options(_engine_flags(*flags))
+    backend = "onnx" if "onnx" in flags else "torch"
+    with pytest.raises(ValueError, match=f"^{option} {message}"):
+        load_backend("no-such-folder", backend, **options)
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main(["no-such-folder", "data.json", *flags])
+    assert exit_info.value.code == 2
+    assert f"llava-qwen3-eval: error: --{option} {message}" in capsys.readouterr().err
+
+
+def test_options_not_given_are_left_to_the_backend_and_flags_pass_the_choice_on():
+    assert backend_options(_engine_flags()) == {}
+    args = _engine_flags("--backend", "onnx", "--variant", "fp32", threads_default=1)
+    assert backend_options(args) == {"variant": "fp32", "threads": 1}
+    assert backend_flags(args) == ["--backend", "onnx", "--variant", "fp32", "--threads", "1"]
+    server_args = serve_parser().parse_args(["--model", "folder", *backend_flags(args)])
+    assert (server_args.backend, server_args.variant, server_args.threads) == ("onnx", "fp32", 1)
+
+
+def test_an_unknown_backend_is_refused_before_anything_is_read():
+    with pytest.raises(ValueError, match="backend 'tf' is unknown; expected one of torch, onnx"):
+        load_backend("no-such-folder", "tf")
