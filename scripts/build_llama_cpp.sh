@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's multimodal tools (llama-mtmd-cli, llama-server, llama-quantize, llama-bench) from the llama.cpp
+# Builds llama.cpp's multimodal tools (llama-mtmd-cli, llama-server, llama-quantize) from the llama.cpp
 # that the llama-cpp-python source distribution on PyPI vendors, into ~/.cache/llava-qwen3/llama.cpp-VERSION, and
 # prints the folder of the executables on its last line. A rerun with the same version reuses the build.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 cache=${LLAVA_QWEN3_CACHE:-$HOME/.cache/llava-qwen3}/llama.cpp-$version
-targets=(llama-mtmd-cli llama-server llama-quantize llama-bench)
+targets=(llama-mtmd-cli llama-server llama-quantize)
 
 built() { for target in "${targets[@]}"; do [[ -x $cache/build/bin/$target ]] || return 1; done; }
 
