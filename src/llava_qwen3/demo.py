@@ -83,7 +83,9 @@ def _answer(args: argparse.Namespace) -> None:
         messages = [
             {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}
         ]
-        result = answerer(text=messages, max_new_tokens=args.max_new_tokens, do_sample=False, return_full_text=False)
+        # Generation settings go in generate_kwargs: the pipeline hands its other keyword arguments to the processor.
+        greedy = {"max_new_tokens": args.max_new_tokens, "do_sample": False}
+        result = answerer(text=messages, generate_kwargs=greedy, return_full_text=False)
         expected = f"   (true: {truth[question]})" if question in truth else ""
         print(f"Q: {question}\nA: {result[0]['generated_text']}{expected}")
 
