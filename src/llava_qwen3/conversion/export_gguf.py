@@ -115,8 +115,9 @@ def rope_parameters(text_config: object) -> dict:
     return {"rope_theta": text_config.rope_theta, **(getattr(text_config, "rope_scaling", None) or {})}
 
 
-def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every weight of the checkpoint in `folder`, by name, read one at a time from its safetensors files."""
+def checkpoint_tensors(folder: Path, prefixes: tuple[str, ...]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The checkpoint's weights whose names start with one of `prefixes`, by name, read one at a time from its
+    safetensors files (the others are never read)."""
     index = folder / "model.safetensors.index.json"
     files = (
         sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
@@ -124,7 +125,8 @@ def checkpoint_tensors(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
     for name in files:
         with safe_open(folder / name, framework="pt") as weights:
             for key in weights.keys():
-                yield key, weights.get_tensor(key)
+                if key.startswith(prefixes):
+                    yield key, weights.get_tensor(key)
 
 
 def tensor_type(array: np.ndarray, file_type: gguf.LlamaFileType) -> gguf.GGMLQuantizationType:
@@ -212,10 +214,8 @@ def write_language_model(
     writer.add_layer_norm_rms_eps(text.rms_norm_eps)
     add_tokenizer(writer, checkpoint, text.vocab_size, chat_template)
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.QWEN3, text.num_hidden_layers)
-    for key, tensor in checkpoint_tensors(checkpoint):
-        prefix = next((prefix for prefix in LANGUAGE_MODEL_PREFIXES if key.startswith(prefix)), None)
-        if prefix is None:
-            continue
+    for key, tensor in checkpoint_tensors(checkpoint, tuple(LANGUAGE_MODEL_PREFIXES)):
+        prefix = next(prefix for prefix in LANGUAGE_MODEL_PREFIXES if key.startswith(prefix))
         hf_name = LANGUAGE_MODEL_PREFIXES[prefix] + key.removeprefix(prefix)
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
@@ -285,14 +285,14 @@ def write_projector(
         writer.add_vision_use_gelu(True)
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.MMPROJ, vision.num_hidden_layers)
     tower_prefix, hf_prefix = VISION_TOWER_PREFIX
-    for key, tensor in checkpoint_tensors(checkpoint):
+    for key, tensor in checkpoint_tensors(checkpoint, (tower_prefix, PROJECTOR_PREFIX)):
         if key.startswith(tower_prefix):
             name = names.get_name(hf_prefix + key.removeprefix(tower_prefix), try_suffixes=(".weight", ".bias"))
             block = re.match(r"v\.blk\.(\d+)\.", name or "")
             if name is None or name.startswith("v.post_ln") or (block and int(block.group(1)) >= num_blocks):
                 continue  # the final norm, SigLIP's pooling head and layers past the deepest selected one
             add_weight(writer, name, tensor, file_type)
-        elif key.startswith(PROJECTOR_PREFIX):
+        else:  # the projector
             module, kind = key.removeprefix(PROJECTOR_PREFIX).split(".")
             if module == "linear_1" and kind == "weight":
                 tensor = projector_input_weight(tensor, config)
