@@ -9,7 +9,7 @@ import statistics
 import gguf
 import pytest
 import torch
-from helpers import draw_image
+from helpers import draw_image, user_prompt
 from openai import OpenAI
 
 from llava_qwen3.conversion import build_tiny_checkpoint
@@ -39,8 +39,7 @@ def sharp(request, tmp_path_factory):
 def torch_tokens(model, processor, image, question: str, new_tokens: int, exactly: bool = True) -> tuple[str, list]:
     """The chat prompt of one picture and question, and the model's greedy answer: exactly `new_tokens` tokens, or
     up to `new_tokens` when not `exactly`."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    prompt = user_prompt(processor, question, num_images=1)
     inputs = processor(images=[image], text=prompt, return_tensors="pt")
     minimum = new_tokens if exactly else None
     with torch.no_grad():
