@@ -226,29 +226,16 @@ def write_language_model(
     write_and_close(writer)
 
 
-def ascending_feature_layers(config: LlavaQwen3Config) -> list[int]:
-    """The tower's selected hidden states as llama.cpp stacks them: each index once, counted from 0 (the
-    embeddings' output), in ascending order."""
-    num_states = config.vision_config.num_hidden_layers + 1
-    layers = (
-        [config.vision_feature_layer] if isinstance(config.vision_feature_layer, int) else config.vision_feature_layer
-    )
-    return sorted({index % num_states for index in layers})
-
-
 def projector_input_weight(weight: torch.Tensor, config: LlavaQwen3Config) -> torch.Tensor:
     """The projector's first weight with its input columns for the feature layers in llama.cpp's order: the model
     concatenates the layers as the config lists them, llama.cpp in ascending order and each once, so each layer's
     block of columns moves to its place (a layer listed twice gets the sum of its blocks: the same product)."""
-    num_states = config.vision_config.num_hidden_layers + 1
-    listed = (
-        [config.vision_feature_layer] if isinstance(config.vision_feature_layer, int) else config.vision_feature_layer
-    )
-    ascending = ascending_feature_layers(config)
+    listed = config.feature_layer_indices()
+    ascending = sorted(set(listed))
     width = config.vision_config.hidden_size
     reordered = weight.new_zeros(weight.shape[0], width * len(ascending))
     for position, index in enumerate(listed):
-        target = ascending.index(index % num_states)
+        target = ascending.index(index)
         reordered[:, target * width : (target + 1) * width] += weight[:, position * width : (position + 1) * width]
     return reordered
 
@@ -263,7 +250,7 @@ def write_projector(
     """The vision tower (its layers up to the deepest selected one; not its final norm or head, which the model never
     reads) and the projector as an mmproj file of llama.cpp's `clip` loader with the `mlp` projector."""
     vision = config.vision_config
-    layers = ascending_feature_layers(config)
+    layers = sorted(set(config.feature_layer_indices()))  # as llama.cpp stacks them: each once, ascending
     num_blocks = max(max(layers), 1)  # layers past the deepest selected one are never run
     writer = gguf.GGUFWriter(path, "clip", use_temp_file=True)
     writer.add_name(checkpoint.name)

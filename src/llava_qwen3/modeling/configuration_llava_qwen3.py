@@ -170,6 +170,13 @@ class LlavaQwen3Config(PretrainedConfig):
             )
         return layer if isinstance(layer, int) else layers
 
+    def feature_layer_indices(self, layer: int | list[int] | None = None) -> list[int]:
+        """The selected hidden states of the tower, in the order they are concatenated, as indices counted from 0 (the
+        embeddings' output): `vision_feature_layer`'s, or `layer`'s where given."""
+        num_states = self.vision_config.num_hidden_layers + 1
+        layer = self.vision_feature_layer if layer is None else layer
+        return [index % num_states for index in ([layer] if isinstance(layer, int) else layer)]
+
     @property
     def vision_has_cls_token(self) -> bool:
         return self.vision_config.model_type == "clip_vision_model"

@@ -209,7 +209,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         """Projected features of each image, `(num_images, image_seq_length, text_hidden_size)`: what the model writes
         over the `<image>` placeholders. The tower runs only up to the deepest selected layer."""
         self._check_pixel_values(pixel_values)
-        layers = self._feature_layers(self.config.vision_feature_layer)
+        layers = self.config.feature_layer_indices()
         states = self._tower_hidden_states(pixel_values, max(layers) + 1)
         return self._project([states[index] for index in layers], self.config.vision_feature_select_strategy)
 
@@ -229,9 +229,7 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         tuple. transformers 4.x: the `(num_images, image_seq_length, text_hidden_size)` tensor.
         """
         self._check_pixel_values(pixel_values)
-        layers = self._feature_layers(
-            self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
-        )
+        layers = self.config.feature_layer_indices(vision_feature_layer)
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         return_dict = kwargs.pop("return_dict", None)
         output_hidden_states = kwargs.pop("output_hidden_states", None)
@@ -265,12 +263,6 @@ class LlavaQwen3Model(LlavaQwen3PreTrainedModel):
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
         return output if return_dict else output.to_tuple()
-
-    def _feature_layers(self, vision_feature_layer: int | list[int]) -> list[int]:
-        """The selected hidden-state indices, counted from 0 (the embeddings' output)."""
-        num_states = self.config.vision_config.num_hidden_layers + 1
-        layers = [vision_feature_layer] if isinstance(vision_feature_layer, int) else vision_feature_layer
-        return [index % num_states for index in layers]
 
     def _tower_hidden_states(self, pixel_values: torch.Tensor, num_states: int) -> list[torch.Tensor]:
         """The tower's first `num_states` hidden states (its embeddings' output, then each layer's). The layers past
