@@ -9,7 +9,7 @@
 # CLIP-tower mmproj runs with each patch at its neighbour's position; SigLIP towers have no class token.
 set -euo pipefail
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-cache=${LLAVA_QWEN3_CACHE:-$HOME/.cache/llava-qwen3}/llama.cpp-$version
+cache=${LLAVA_QWEN3_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llava-qwen3}/llama.cpp-$version
 targets=(llama-mtmd-cli llama-server llama-quantize)
 
 built() { for target in "${targets[@]}"; do [[ -x $cache/build/bin/$target ]] || return 1; done; }

@@ -14,7 +14,7 @@
 set -euo pipefail
 python=${1:-python3}
 torch_version=2.13.0
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/llava-qwen3/container"
+cache="${LLAVA_QWEN3_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llava-qwen3}/container"
 if [ "$python" = --stop ]; then
   if [ -s "$cache/dockerd.pid" ] && kill "$(cat "$cache/dockerd.pid")" 2>/dev/null; then
     for _ in $(seq 30); do kill -0 "$(cat "$cache/dockerd.pid")" 2>/dev/null || break; sleep 1; done
