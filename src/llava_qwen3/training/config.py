@@ -64,6 +64,8 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)
     on_bad_record: str = "skip"
     dataloader_workers: int = 0
+    group_by_length: bool = False  # LLaVA's group_by_modality_length (JSON and `datasets` data only)
+    shuffle_buffer: int = 1000  # records in the shuffle buffer of streamed shards
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -77,6 +79,10 @@ class TrainConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}.")
+        if self.shuffle_buffer < 1:
+            raise ValueError(
+                f"shuffle_buffer must be at least 1 (1: no shuffling within shards), not {self.shuffle_buffer}."
+            )
 
     def part_learning_rates(self) -> tuple[float, dict[str, float]]:
         """The default learning rate and the per-part ones this configuration asks for."""

@@ -23,7 +23,7 @@ from ..record_sources import (
     BadRecordError,
     check_on_bad_record,
     image_source,
-    open_image,
+    open_record_image,
     open_source,
     record_name,
 )
@@ -44,6 +44,47 @@ def _as_llava(record: Any, name: str, has_image: bool) -> dict[str, Any]:
         turns = [{"from": "human", "value": human}, {"from": "gpt", "value": record["text"]}]
         return {**record, "conversations": turns}
     raise BadRecordError(f"{name}: neither 'conversations' (LLaVA) nor 'text' (caption) is present")
+
+
+def read_record(
+    record: Any, index: int, image_folder: Path, image_column: str = "image"
+) -> tuple[str, dict[str, Any], Path | bytes | None]:
+    """The record's name, its LLaVA form and where its image is (a path, bytes, or None); a BadRecordError when it
+    is not a record in either form."""
+    name = record_name(record, index)
+    image = image_source(record.get(image_column), image_folder) if isinstance(record, dict) else None
+    return name, _as_llava(record, name, image is not None), image
+
+
+def check_record(
+    record: Any,
+    index: int,
+    image_folder: Path,
+    image_column: str = "image",
+    check_example: Callable[[dict[str, Any], int], None] | None = None,
+) -> tuple[str, dict[str, Any], Path | bytes | None]:
+    """`read_record`, after checking that the record can be trained on: its image present, intact and within the
+    decompression-bomb limit (not decoded), its turns in LLaVA's form with a non-empty reply, its embedding files
+    present, and whatever `check_example(example, num_images)` checks. Raises a BadRecordError naming the record."""
+    name, llava, image = read_record(record, index, image_folder, image_column)
+    if image is not None:
+        open_record_image(image, name, decode=False)
+    try:
+        example = from_llava_record(llava)  # checks the turns and loads the embedding files
+        if any(not message["content"].strip() for message in example["messages"] if message["role"] == "assistant"):
+            raise ValueError("an assistant reply is empty")
+        if check_example is not None:
+            check_example(example, int(image is not None))
+    except ValueError as error:
+        raise BadRecordError(f"{name}: {error}") from error
+    return name, llava, image
+
+
+def modality_length(record: dict[str, Any], has_image: bool) -> int:
+    """LLaVA's `modality_lengths`: the words of the conversation, negative for a record without an image, so that
+    length-grouped batches also keep pictures and text-only records apart."""
+    words = sum(len(turn.get("value", "").split()) for turn in record.get("conversations") or [])
+    return words if has_image else -words
 
 
 class RecordDataset(Dataset):
@@ -71,18 +112,11 @@ class RecordDataset(Dataset):
         self.image_folder = Path(image_folder) if image_folder is not None else default_folder
         self.image_column = image_column
         self.usable: list[int] = []
+        self.lengths: list[int] = []  # LLaVA's modality lengths of the usable records (`modality_length`)
         self.skipped: list[str] = []
         for index in range(len(self.rows)):
             try:
-                name, record, image = self._read(index)
-                if image is not None:
-                    open_image(image, name, decode=False)
-                try:
-                    example = from_llava_record(record)  # checks the turns and loads the embedding files
-                    if check_example is not None:
-                        check_example(example, int(image is not None))
-                except ValueError as error:
-                    raise BadRecordError(f"{name}: {error}") from error
+                _, record, image = check_record(self.rows[index], index, self.image_folder, image_column, check_example)
             except BadRecordError as error:
                 if on_bad_record == "error":
                     raise
@@ -90,18 +124,14 @@ class RecordDataset(Dataset):
                 self.skipped.append(str(error))
                 continue
             self.usable.append(index)
+            self.lengths.append(modality_length(record, image is not None))
         if not self.usable:
             raise ValueError(f"{source} holds no usable record.")
-
-    def _read(self, index: int) -> tuple[str, dict[str, Any], Path | bytes | None]:
-        record = self.rows[index]
-        name = record_name(record, index)
-        image = image_source(record.get(self.image_column), self.image_folder) if isinstance(record, dict) else None
-        return name, _as_llava(record, name, image is not None), image
 
     def __len__(self) -> int:
         return len(self.usable)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        name, record, image = self._read(self.usable[index])
-        return from_llava_record(record, [open_image(image, name)] if image is not None else [])
+        position = self.usable[index]
+        name, record, image = read_record(self.rows[position], position, self.image_folder, self.image_column)
+        return from_llava_record(record, [open_record_image(image, name)] if image is not None else [])

@@ -1,5 +1,5 @@
 """Train and score a tiny model from scratch on the synthetic shapes: the demo checkpoint and the proof that the
-image path learns (tests train it with real and with blanked pictures)."""
+image path learns (tests train it with real and with blanked pictures, and through streamed shards)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,25 @@ from ..conversion.writing import write_checkpoint
 from ..modeling import LlavaQwen3ForConditionalGeneration
 from ..processing import IMAGE_LINE, LlavaQwen3Processor
 from .collator import ChatCollator
+from .shards import write_shards
 from .stages import configure_stage
-from .synthetic import QUESTIONS, draw_scene, question_examples, random_scenes
+from .streaming import StreamCollator, StreamingRecords, StreamProgress, steps_for
+from .synthetic import QUESTIONS, draw_scene, question_examples, random_scenes, write_dataset
 from .trainer import LlavaQwen3Trainer
+
+BATCH_SIZE = 16
 
 
 def _picture(scene, blank: bool) -> Image.Image:
     return Image.new("RGB", (64, 64), "white") if blank else draw_scene(scene)
+
+
+def _streamed_shapes(scratch: Path, collator: ChatCollator, scenes: int, seed: int, tasks: tuple[str, ...]) -> dict:
+    """The Trainer's data for the pictures written as PNGs, their records as parquet shards, streamed back."""
+    records = write_dataset(scratch / "data", scenes, "train", seed, tasks=tasks)
+    write_shards(records, records.parent, scratch / "shards")
+    dataset = StreamingRecords(scratch / "shards", collator.check_example, seed=seed)
+    return {"train_dataset": dataset, "data_collator": StreamCollator(collator), "stream_progress": StreamProgress()}
 
 
 def train_on_shapes(
@@ -32,23 +44,34 @@ def train_on_shapes(
     blank: bool = False,
     seed: int = 0,
     tasks: tuple[str, ...] = tuple(QUESTIONS),
+    streaming: bool = False,
 ) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
     """A tiny model (32-px tower, 2+2 layers) trained end to end on `scenes` training pictures, asked about colour,
     shape and count (the `tasks`; "caption" adds or, alone, makes a captioning model: "three green squares");
-    `blank` replaces every picture by a white one. Saved to `output` when given."""
+    `blank` replaces every picture by a white one; `streaming` writes the pictures and records to disk as shards and
+    trains on them streamed (`StreamingRecords`), as a large data set is. Saved to `output` when given."""
+    if blank and streaming:
+        raise ValueError("blank pictures are drawn in memory; train on them without streaming.")
     with tempfile.TemporaryDirectory() as scratch:
         model, processor = build_tiny_checkpoint(scratch, image_size=32, seed=seed)
-        examples = [
-            example
-            for scene in random_scenes(scenes, "train", seed)
-            for example in question_examples(scene, _picture(scene, blank))
-            if example["attribute"] in tasks
-        ]
+        collator = ChatCollator(processor)
+        if streaming:
+            data = _streamed_shapes(Path(scratch), collator, scenes, seed, tasks)
+            steps = steps_for(data["train_dataset"].records, epochs, BATCH_SIZE, 1, 1)
+        else:
+            examples = [
+                example
+                for scene in random_scenes(scenes, "train", seed)
+                for example in question_examples(scene, _picture(scene, blank))
+                if example["attribute"] in tasks
+            ]
+            data, steps = {"train_dataset": examples, "data_collator": collator}, -1
         configure_stage(model, "full", train_vision_tower=True)  # from scratch: every part learns
         args = TrainingArguments(
             output_dir=str(Path(scratch) / "run"),
-            per_device_train_batch_size=16,
+            per_device_train_batch_size=BATCH_SIZE,
             num_train_epochs=epochs,
+            max_steps=steps,
             learning_rate=learning_rate,
             lr_scheduler_type="cosine",
             warmup_steps=10,
@@ -59,7 +82,7 @@ def train_on_shapes(
             use_cpu=not torch.cuda.is_available(),
             seed=seed,
         )
-        LlavaQwen3Trainer(model=model, args=args, train_dataset=examples, data_collator=ChatCollator(processor)).train()
+        LlavaQwen3Trainer(model=model, args=args, **data).train()
     model.eval()
     if output is not None:
         write_checkpoint(model, processor, Path(output))  # whole or not at all: an interrupted save leaves nothing
