@@ -18,19 +18,18 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import (
     CLIPConfig,
-    CLIPImageProcessor,
     CLIPModel,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     Qwen3ForCausalLM,
-    SiglipImageProcessor,
     SiglipVisionConfig,
     SiglipVisionModel,
     TrainingArguments,
 )
 
 from llava_qwen3.conversion import tiny_config, train_tokenizer
+from llava_qwen3.conversion.build import SiglipImageProcessorPil
 from llava_qwen3.conversion.tiny import image_processor_for
 from llava_qwen3.training import from_llava_record
 
@@ -227,7 +226,7 @@ def write_tiny_parts(root: Path) -> Path:
         },
     )
     CLIPModel(clip).save_pretrained(root / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    image_processor_for(reference).save_pretrained(root / "clip")  # CLIP's, at the tower's 32 pixels
     siglip = {
         key: vision[key]
         for key in (
@@ -240,7 +239,7 @@ def write_tiny_parts(root: Path) -> Path:
         )
     }
     SiglipVisionModel(SiglipVisionConfig(**siglip)).save_pretrained(root / "siglip")
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "siglip")
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(root / "siglip")
     return root
 
 

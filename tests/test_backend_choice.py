@@ -1,5 +1,6 @@
 """The backend choice has one owner (`inference.loading`): the commands' `--backend/--variant/--device/--quantize/
---threads` flags and their checks, and `load_backend`'s from Python, give the same refusals before any model is read.
+--threads` flags and their checks, and `load_backend`'s from Python, give the same refusals before any model is read;
+the serve command's `--prefix-cache-mib` goes to the torch backend only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from llava_qwen3.evaluation.cli import main as eval_main
 from llava_qwen3.inference import load_backend
 from llava_qwen3.inference.loading import add_backend_arguments, backend_flags, backend_options
+from llava_qwen3.serving.cli import DEFAULT_PREFIX_CACHE_MIB, _backend_options
 from llava_qwen3.serving.cli import build_parser as serve_parser
 
 pytestmark = pytest.mark.one_line
@@ -55,3 +57,16 @@ def test_options_not_given_are_left_to_the_backend_and_flags_pass_the_choice_on(
 def test_an_unknown_backend_is_refused_before_anything_is_read():
     with pytest.raises(ValueError, match="backend 'tf' is unknown; expected one of torch, onnx"):
         load_backend("no-such-folder", "tf")
+
+
+def test_the_serve_command_keeps_a_prefix_cache_for_torch_only():
+    def options(*flags: str) -> dict:
+        return _backend_options(serve_parser().parse_args(["--model", "folder", *flags]))
+
+    assert options() == {"prefix_cache_bytes": DEFAULT_PREFIX_CACHE_MIB * 2**20}
+    assert options("--prefix-cache-mib", "0") == {"prefix_cache_bytes": 0}
+    with pytest.raises(ValueError, match="--prefix-cache-mib must be 0 \\(none\\) or more, got -1"):
+        options("--prefix-cache-mib", "-1")
+    with pytest.raises(ValueError, match="--prefix-cache-mib is for the torch backend"):
+        options("--backend", "onnx", "--prefix-cache-mib", "16")
+    assert options("--backend", "onnx") == {}

@@ -1,9 +1,14 @@
 """The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations and
-this model's INT8 load option (its real-size figures are in docs/performance.md)."""
+this model's INT8 load option (its real-size figures are in docs/performance.md): every figure finite and positive,
+and every ratio in its tables the ratio of the figures it prints, or of the raw figures it writes, within rounding."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +16,113 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The ratios are printed with 2 decimals and the figures with 3 significant digits ("%.3g"): a printed figure is within
+# half a unit of its third digit of the raw one, so a ratio of two printed figures is within about 1% of the raw ratio.
+RATIO_ROUNDING = 0.005
+FIGURE_ROUNDING = 0.005  # relative
 
 # Built on the installed transformers' own Llava, with transformers 5's loading keywords.
 pytestmark = [pytest.mark.slow, pytest.mark.one_line]
 
 
-def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int8(tmp_path):
+def _number(cell: str) -> float:
+    """The number a table cell starts with: "1.23 tok/s", "0.98x (0.95-1.01)", "45%" (as 0.45)."""
+    number = float(re.match(r"[-+0-9.e]+", cell).group())
+    return number / 100 if cell.endswith("%") else number
+
+
+def _assert_ratio(printed: str, ratio: float, rounding: float = RATIO_ROUNDING) -> None:
+    assert math.isfinite(ratio) and ratio > 0, ratio
+    assert abs(_number(printed) - ratio) <= rounding + 1e-9, (printed, ratio)
+
+
+def _tables(stdout: str, towers: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Each tower's table, as its cells after the label, by label."""
+    tables = {}
+    for tower, section in zip(towers, re.split(r"^(?=\S.* \+ .*: weights )", stdout, flags=re.M)[1:], strict=True):
+        assert section.startswith(f"{tower} + "), section[:80]
+        rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+        tables[tower] = {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+    return tables
+
+
+# The rows that print one ratio per implementation, from figures the table does not print: a label's beginning, the
+# implementations with a ratio in that row, and the ratio from an implementation's raw figures and the copy bandwidth.
+DERIVED_RATIOS = [
+    (
+        "decode vs bandwidth floor",
+        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        lambda figures, bandwidth: figures["decode_tok_s"] * figures["decoder_weight_gb"] * 1e9 / bandwidth,
+    ),
+    (
+        "batch 8 vs batch 1",
+        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        lambda figures, _: figures["batch8_tok_s"] / figures["decode_tok_s"],
+    ),
+    (
+        "second turn reused vs recomputed",
+        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        lambda figures, _: figures["second_turn_reuse_s"] / figures["second_turn_recompute_s"],
+    ),
+    (
+        "second turn through the torch backend, prefix cache vs none",
+        ("llava_qwen3", "llava_qwen3 INT8"),  # built-in Llava has no backend
+        lambda figures, _: figures["backend_second_turn_cached_s"] / figures["backend_second_turn_recompute_s"],
+    ),
+    (
+        "peak memory vs weight bytes",
+        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        lambda figures, _: figures["peak_rss_gb"] / figures["weight_gb"],
+    ),
+]
+COLUMNS = {"llava_qwen3": 0, "built-in Llava": 1, "llava_qwen3 INT8": 3}  # the implementations' cells in a row
+
+
+def _row(table: dict[str, list[str]], beginning: str) -> list[str]:
+    (label,) = [label for label in table if label.startswith(beginning)]
+    return table[label]
+
+
+def _check_measure_rows(table: dict[str, list[str]], results: dict, rows: list[tuple]) -> None:
+    """Each measure's row: the three figures are the raw ones to 3 digits, and the two ratios are the printed
+    figures' (this model to built-in Llava, INT8 to fp32) within the rounding of the figures and of the ratio."""
+    for label, key, unit, _ in rows:
+        ours, theirs, ratio, int8, int8_ratio = table[label]
+        for cell, name in ((ours, "llava_qwen3"), (theirs, "built-in Llava"), (int8, "llava_qwen3 INT8")):
+            assert cell.endswith(f" {unit}"), cell
+            assert math.isclose(_number(cell), results[name][key], rel_tol=FIGURE_ROUNDING), (cell, results[name][key])
+        for printed, top, bottom in ((ratio, ours, theirs), (int8_ratio, int8, ours)):
+            quotient = _number(top) / _number(bottom)
+            _assert_ratio(printed, quotient, RATIO_ROUNDING + 2 * FIGURE_ROUNDING * quotient)
+
+
+def _check_in_turns(table: dict[str, list[str]], in_turns: dict[str, list[float]]) -> None:
+    """The in-turns rows: the median and range of the raw ratios."""
+    for beginning, ratios in (
+        ("decode, batch 1, in turns", in_turns["decode_ratios"]),
+        ("time to first token, in turns", in_turns["ttft_ratios"]),
+    ):
+        cell = _row(table, beginning)[2]
+        low, high = re.search(r"\(([0-9.]+)-([0-9.]+)\)", cell).groups()
+        for printed, ratio in ((cell, statistics.median(ratios)), (low, min(ratios)), (high, max(ratios))):
+            _assert_ratio(printed, ratio)
+
+
+def _check_tables(stdout: str, figures: dict, measure_rows: list[tuple]) -> None:
+    """Every ratio the tables print, against the figures printed beside it or, where the tables do not print them,
+    against the raw figures in the JSON."""
+    bandwidth = figures["copy_bandwidth_gb_s"] * 1e9
+    for tower, table in _tables(stdout, list(figures["results"])).items():
+        results = figures["results"][tower]
+        _check_measure_rows(table, results, measure_rows)
+        _check_in_turns(table, figures["alternating"][tower])
+        for beginning, names, ratio_of in DERIVED_RATIOS:
+            row = _row(table, beginning)
+            for name in names:
+                _assert_ratio(row[COLUMNS[name]], ratio_of(results[name], bandwidth))
+
+
+def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int8(tmp_path, monkeypatch):
     output = tmp_path / "figures.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_inference.py"), "--quick"]
     command += ["--new-tokens", "3", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
@@ -24,7 +130,7 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
     assert result.returncode == 0, result.stderr[-3000:]
 
     figures = json.loads(output.read_text())
-    assert figures["copy_bandwidth_gb_s"] > 0
+    assert math.isfinite(figures["copy_bandwidth_gb_s"]) and figures["copy_bandwidth_gb_s"] > 0
     assert set(figures["results"]) == {"CLIP ViT-B/32", "SigLIP-base-patch16-224"}
     for by_implementation in figures["results"].values():
         assert set(by_implementation) == {"llava_qwen3", "built-in Llava", "llava_qwen3 INT8"}
@@ -52,12 +158,15 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
                 "decoder_weight_gb",
                 *served,
             }
-            assert all(value > 0 for value in measured.values()), measured
+            assert all(math.isfinite(value) and value > 0 for value in measured.values()), measured
     assert set(figures["alternating"]) == set(figures["results"])
     for in_turns in figures["alternating"].values():  # --repeats 1: two pairs, one in each order
         assert {key: len(ratios) for key, ratios in in_turns.items()} == {"decode_ratios": 2, "ttft_ratios": 2}
-        assert all(ratio > 0 for ratios in in_turns.values() for ratio in ratios)
+        assert all(math.isfinite(ratio) and ratio > 0 for ratios in in_turns.values() for ratio in ratios)
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
     assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
     assert "| peak memory after imports / load / batch 1 / batch 8 |" in result.stdout
     assert "| decode, batch 1, in turns in one process: median of 2 ratios (range) |" in result.stdout
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its neighbour full_size.py
+    _check_tables(result.stdout, figures, importlib.import_module("pytorch_inference").ROWS)

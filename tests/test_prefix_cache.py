@@ -128,19 +128,3 @@ def test_a_reused_prefix_never_ends_inside_a_placeholder_run():
 def test_the_budget_is_checked(budget):
     with pytest.raises(ValueError, match="prefix_cache_bytes must be a whole number of bytes >= 0"):
         PrefixCache(budget)
-
-
-@pytest.mark.one_line
-def test_the_serve_command_keeps_a_prefix_cache_for_torch_only():
-    from llava_qwen3.serving.cli import DEFAULT_PREFIX_CACHE_MIB, _backend_options, build_parser
-
-    def options(*flags: str) -> dict:
-        return _backend_options(build_parser().parse_args(["--model", "folder", *flags]))
-
-    assert options() == {"prefix_cache_bytes": DEFAULT_PREFIX_CACHE_MIB * 2**20}
-    assert options("--prefix-cache-mib", "0") == {"prefix_cache_bytes": 0}
-    with pytest.raises(ValueError, match="--prefix-cache-mib must be 0 \\(none\\) or more, got -1"):
-        options("--prefix-cache-mib", "-1")
-    with pytest.raises(ValueError, match="--prefix-cache-mib is for the torch backend"):
-        options("--backend", "onnx", "--prefix-cache-mib", "16")
-    assert options("--backend", "onnx") == {}

@@ -4,7 +4,8 @@
 
 Without --checkpoint it uses ./demo-checkpoint, training it first if it is not there: a tiny model trained from
 scratch on the synthetic shapes (about a minute on 2 CPU cores). Without --image it draws a fresh picture of shapes
-and asks for their colour, shape and count, printing the true answers beside the model's.
+(saved as ./demo-checkpoint/demo-picture.png) and asks for their colour, shape and count, printing the true answers
+beside the model's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .commands import exit_on_error
 from .record_sources import DEFAULT_CAPTION_PROMPT
 
 DEMO_CHECKPOINT = Path("demo-checkpoint")
+# The drawn picture stays in the demo's own folder, not in whatever folder the demo was started from (a checkout).
+DEMO_PICTURE = DEMO_CHECKPOINT / "demo-picture.png"
 
 
 def ensure_demo_checkpoint(folder: Path) -> None:
@@ -73,8 +76,9 @@ def _answer(args: argparse.Namespace) -> None:
         seed = args.seed if args.seed is not None else random.randrange(10**6)
         scene = random_scenes(1, "train", seed)[0]
         image = draw_scene(scene)
-        image.save("demo-picture.png")
-        print(f"drew demo-picture.png (seed {seed}): {scene.caption()}")
+        DEMO_PICTURE.parent.mkdir(exist_ok=True)
+        image.save(DEMO_PICTURE)
+        print(f"drew ./{DEMO_PICTURE} (seed {seed}): {scene.caption()}")
         truth = {question: scene.answer(attribute) for attribute, question in QUESTIONS.items()}
         questions = args.question or list(truth)
 

@@ -7,19 +7,18 @@ it or stop (`on_bad_record`). No torch is needed here.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from .processing import LlavaQwen3Processor
+from .processing import ImageLimits, ImageLoadError, open_image
 
 ON_BAD_RECORD = ("skip", "error")
 DEFAULT_CAPTION_PROMPT = "Describe the picture."  # the question a caption record answers when it names none
-MAX_IMAGE_PIXELS = LlavaQwen3Processor.max_image_pixels  # the processor refuses larger images
+IMAGE_LIMITS = ImageLimits()  # the processor's own default bounds
 
 
 class BadRecordError(ValueError):
@@ -70,32 +69,17 @@ def load_records(path: str | Path) -> list[dict[str, Any] | MalformedLine]:
     return records
 
 
-def open_image(source: Path | bytes, name: str, decode: bool = True) -> Image.Image | None:
-    """The RGB image at a path or in encoded bytes; with `decode=False` only checks it: its size within Pillow's
-    decompression-bomb limit, and its data intact (JPEGs are decoded at a reduced scale to find truncation)."""
+def open_record_image(source: Path | bytes, name: str, decode: bool = True) -> Image.Image | None:
+    """The RGB image of record `name` at a path or in encoded bytes, read by the processor's loader within the
+    processor's bounds; with `decode=False` only checked (PNG checksums, JPEG decoded at a reduced scale)."""
     where = "embedded image" if isinstance(source, bytes) else f"image {source}"
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise BadRecordError(f"{name}: {where} does not exist")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise BadRecordError(
-                    f"{name}: {where} is past Pillow's decompression-bomb limit: {width}x{height} pixels, more "
-                    f"than {MAX_IMAGE_PIXELS:,}"
-                )
-            if not decode:
-                if image.format == "PNG":
-                    image.verify()  # checks every chunk's checksum without decompressing
-                else:
-                    image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, enough to find a truncated file
-                    image.load()
-                return None
-            return image.convert("RGB")
-    except FileNotFoundError as error:
-        raise BadRecordError(f"{name}: {where} does not exist") from error
-    except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice its warning threshold
-        raise BadRecordError(f"{name}: {where} is past Pillow's decompression-bomb limit ({error})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise BadRecordError(f"{name}: {where} cannot be decoded ({error})") from error
+        image = open_image(source, where, IMAGE_LIMITS, decode=decode)
+    except ImageLoadError as error:
+        raise BadRecordError(f"{name}: {error}") from error
+    return None if image is None else image.convert("RGB")
 
 
 def image_source(value: Any, image_folder: Path) -> Path | bytes | None:

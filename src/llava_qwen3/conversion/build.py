@@ -41,6 +41,21 @@ from .writing import (
     write_checkpoint,
 )
 
+# The image processors the package builds and loads are Pillow's on both transformers lines: their pixels are the
+# ones the browser page reproduces (pil_resize.js) and the tests compare against, and they need no torchvision.
+# transformers 5 names them `<Model>ImageProcessorPil` and picks them with backend="pil" (its plain
+# `CLIPImageProcessor` is the torchvision one, which falls back to Pillow with a warning where torchvision is missing);
+# in 4.57 the plain names are Pillow's and use_fast=False picks them.
+try:
+    from transformers import CLIPImageProcessorPil, SiglipImageProcessorPil
+
+    PIL_IMAGE_PROCESSOR = {"backend": "pil"}
+except ImportError:  # transformers 4.57; tiny.py builds with these classes
+    from transformers import CLIPImageProcessor as CLIPImageProcessorPil  # noqa: F401
+    from transformers import SiglipImageProcessor as SiglipImageProcessorPil  # noqa: F401
+
+    PIL_IMAGE_PROCESSOR = {"use_fast": False}
+
 QWEN_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 TOWER_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel}
 TOWER_CLASSES |= {"siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
@@ -147,7 +162,7 @@ def build_checkpoint(
     tower = TOWER_CLASSES[vision_config.model_type].from_pretrained(vision)
     language_model = Qwen3ForCausalLM.from_pretrained(text)
     tokenizer = AutoTokenizer.from_pretrained(text, padding_side="left")
-    image_processor = AutoImageProcessor.from_pretrained(vision)
+    image_processor = AutoImageProcessor.from_pretrained(vision, **PIL_IMAGE_PROCESSOR)
     image_token_id = add_placeholder_token(tokenizer, language_model, IMAGE_TOKEN)
 
     config = LlavaQwen3Config(

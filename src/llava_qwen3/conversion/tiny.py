@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import CLIPImageProcessor, PreTrainedTokenizerBase, Qwen2TokenizerFast, SiglipImageProcessor
+from transformers import PreTrainedTokenizerBase, Qwen2TokenizerFast
 
 from ..modeling import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration
 from ..processing import IMAGE_TOKEN, LlavaQwen3Processor
-from .build import finish_generation_config
+from .build import CLIPImageProcessorPil, SiglipImageProcessorPil, finish_generation_config
 
 # Qwen2/Qwen3's pre-tokenizer split, followed by byte-level encoding, as in their tokenizer.json.
 QWEN_SPLIT_PATTERN = (
@@ -129,12 +129,12 @@ def tiny_config(
     )
 
 
-def image_processor_for(config: LlavaQwen3Config) -> CLIPImageProcessor | SiglipImageProcessor:
-    """transformers' own image processor for the config's tower, at the tower's input size."""
+def image_processor_for(config: LlavaQwen3Config) -> CLIPImageProcessorPil | SiglipImageProcessorPil:
+    """transformers' own (Pillow) image processor for the config's tower, at the tower's input size."""
     size = config.vision_config.image_size
     if config.vision_config.model_type == "clip_vision_model":
-        return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return SiglipImageProcessor(size={"height": size, "width": size})
+        return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return SiglipImageProcessorPil(size={"height": size, "width": size})
 
 
 def build_tiny_checkpoint(

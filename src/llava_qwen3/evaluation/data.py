@@ -25,7 +25,7 @@ from ..record_sources import (
     BadRecordError,
     check_on_bad_record,
     image_source,
-    open_image,
+    open_record_image,
     open_source,
     record_name,
 )
@@ -48,7 +48,7 @@ class EvalItem:
 
     def load_image(self) -> Image.Image:
         """The decoded RGB image (a `BadRecordError` naming the record when it cannot be decoded)."""
-        return open_image(self.image, f"record {self.id}")
+        return open_record_image(self.image, f"record {self.id}")
 
 
 @dataclass
@@ -85,7 +85,7 @@ def load_eval_set(
             item = _read(rows[index], index, task, folder, image_column)
             if item.id in seen:
                 raise BadRecordError(f"record {item.id}: the id appears more than once; ids must be unique")
-            open_image(item.image, f"record {item.id}", decode=False)
+            open_record_image(item.image, f"record {item.id}", decode=False)
         except BadRecordError as error:
             if on_bad_record == "error":
                 raise

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from transformers import BatchFeature
+
 from ..processing import LlavaQwen3Processor
 from .decoding import BatchDecoding
 from .requests import Generation, GenerationRequest
@@ -28,6 +30,7 @@ class InferenceBackend(ABC):
     """Generates text for batches of requests; subclasses run one engine (see the module docstring)."""
 
     name: ClassVar[str]
+    tensor_type: ClassVar[str]  # what the engine takes: "pt" or "np"
 
     def __init__(self, processor: LlavaQwen3Processor, generation_config: dict[str, Any], max_positions: int) -> None:
         self.processor = processor
@@ -42,72 +45,53 @@ class InferenceBackend(ABC):
         """Where the engine runs, e.g. "cpu" or "cuda:0"."""
 
     @abstractmethod
-    def _process(self, records: list[dict[str, Any]]) -> Any:
-        """The batch of model inputs for `records` (a `BatchFeature`), or an input error."""
+    def encode(self, record: dict[str, Any], processor: LlavaQwen3Processor | None = None) -> BatchFeature:
+        """The model inputs of one record (`process_records` of it, a batch of one, unpadded, in the engine's tensor
+        type), or an input error naming what is wrong. A caller on another thread than the one generating (the
+        server's event loop) passes its own copy of the processor: a fast tokenizer fails when two threads use it at
+        once. The result goes to `GenerationRequest.encoded`, so the record is not processed again."""
 
     @abstractmethod
-    def _run_engine(self, inputs: Any, decoding: BatchDecoding) -> Sequence[int] | None:
-        """Runs the engine's generation loop on `inputs` with `decoding`'s hooks until every row is done (the tokens
-        reach `decoding`). Returns how many of each row's prompt tokens were read from a prefix cache instead of
-        computed, or None where the engine keeps no cache."""
+    def _run_engine(
+        self, inputs: BatchFeature, encoded: list[BatchFeature], decoding: BatchDecoding
+    ) -> Sequence[int] | None:
+        """Runs the engine's generation loop on `inputs` (the `encoded` records as one batch) with `decoding`'s
+        hooks until every row is done (the tokens reach `decoding`). Returns how many of each row's prompt tokens were
+        read from a prefix cache instead of computed, or None where the engine keeps no cache."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """One `Generation` per request, decoded together as one batch."""
+        """One `Generation` per request, decoded together as one batch. Each record is processed once (unless its
+        request carries it `encoded` already); a request whose input is bad or too long for the context comes back
+        with its error and leaves the others alone."""
         results: list[Generation | None] = [None] * len(requests)
-        good = list(range(len(requests)))
-        inputs = self._process_or_isolate(requests, good, results)
-        if inputs is not None:
-            too_long = self._over_context(requests, good, inputs)
-            if too_long:
-                for index, message in too_long.items():
-                    results[index] = _error(message)
-                good = [index for index in good if index not in too_long]
-                inputs = self._process([requests[index].record for index in good]) if good else None
-        if inputs is not None:
+        encoded: dict[int, BatchFeature] = {}
+        for index, request in enumerate(requests):
+            try:
+                row = request.encoded if request.encoded is not None else self.encode(request.record)
+            except INPUT_ERRORS as error:
+                results[index] = _error(str(error))
+                continue
+            overflow = context_overflow(prompt_length(row), request.settings.max_new_tokens, self.max_positions)
+            if overflow:
+                results[index] = _error(overflow)
+            else:
+                encoded[index] = row
+        if encoded:
+            rows = list(encoded.values())
+            inputs = self.processor.collate(rows, return_tensors=self.tensor_type)
             decoding = BatchDecoding(
-                [requests[index] for index in good], self.processor.tokenizer, self.stop_token_ids, self.pad_token_id
+                [requests[index] for index in encoded], self.processor.tokenizer, self.stop_token_ids, self.pad_token_id
             )
-            cached_tokens = self._run_engine(inputs, decoding) or [0] * len(good)
-            prompt_tokens = [int(length) for length in inputs["attention_mask"].sum(-1).tolist()]
-            for index, generation in zip(good, decoding.results(prompt_tokens, cached_tokens), strict=True):
+            cached_tokens = self._run_engine(inputs, rows, decoding) or [0] * len(rows)
+            prompt_tokens = [prompt_length(row) for row in rows]
+            for index, generation in zip(encoded, decoding.results(prompt_tokens, cached_tokens), strict=True):
                 results[index] = generation
         return results
 
-    def _process_or_isolate(
-        self, requests: Sequence[GenerationRequest], good: list[int], results: list[Generation | None]
-    ) -> Any:
-        """The batch for the requests in `good`; when it fails, each request is tried alone, the bad ones are
-        recorded in `results` and removed from `good`, and the batch is made of the rest."""
-        try:
-            return self._process([request.record for request in requests])
-        except INPUT_ERRORS as error:
-            if len(requests) == 1:
-                good.clear()
-                results[0] = _error(str(error))
-                return None
-        for index, request in enumerate(requests):
-            message = self._process_error(request)
-            if message is not None:
-                results[index] = _error(message)
-                good.remove(index)
-        return self._process([requests[index].record for index in good]) if good else None
 
-    def _process_error(self, request: GenerationRequest) -> str | None:
-        try:
-            self._process([request.record])
-        except INPUT_ERRORS as error:
-            return str(error)
-        return None
-
-    def _over_context(self, requests: Sequence[GenerationRequest], good: list[int], inputs: Any) -> dict[int, str]:
-        """Requests whose prompt plus `max_new_tokens` would run past the model's context, with the reason."""
-        lengths = inputs["attention_mask"].sum(-1).tolist()
-        too_long = {}
-        for index, length in zip(good, lengths, strict=True):
-            message = context_overflow(int(length), requests[index].settings.max_new_tokens, self.max_positions)
-            if message:
-                too_long[index] = message
-        return too_long
+def prompt_length(encoded: BatchFeature) -> int:
+    """How many positions an encoded record's prompt takes (placeholders expanded)."""
+    return len(encoded["input_ids"][0])
 
 
 def _error(message: str) -> Generation:

@@ -2,9 +2,13 @@
 strings, streamed text and cancellation, inside one padded batch.
 
 A backend runs its own generation loop (transformers' `generate`, or the onnxruntime runner's) greedily and calls
-two hooks at every step: `forced_scores` (as a logits processor: it draws each row's token with that row's settings
-and leaves it the only candidate) and `advance` (as a stopping criterion: it records the new tokens and says which
-rows are done).
+two hooks at every step: a logits processor that draws each row's token with that row's settings and leaves it the
+only candidate (`forced_scores` on numpy scores; the PyTorch backend does the same with torch's ops on the device),
+and `advance` (as a stopping criterion: it records the new tokens and says which rows are done).
+
+The text grows by one token's piece at a time (the `tokenizers` library's `DecodeStream`, which holds back the bytes
+of a character split across tokens), and stop strings are looked for in the new text only: the cost of a step does
+not grow with the answer.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers.decoders import DecodeStream
 
 from .requests import Generation, GenerationRequest
 from .sampling import next_tokens
 
 logger = logging.getLogger(__name__)
-INCOMPLETE_CHARACTER = "\ufffd"  # what decoding gives for the first bytes of a character split across tokens
 
 
 class _Row:
@@ -31,14 +35,36 @@ class _Row:
         self.rng = np.random.default_rng(self.settings.seed)
         self.token_ids: list[int] = []
         self.text = ""
+        self.text_stream = DecodeStream(skip_special_tokens=True)
+        self.undecoded: list[int] = []  # the tokens whose bytes the stream holds back (a character not complete yet)
+        self.longest_stop = max((len(stop) for stop in self.settings.stop), default=0)
         self.sent = 0  # characters of `text` already given to `on_text`
         self.finish_reason: str | None = None
 
+    def add_token(self, token: int, tokenizer: Any) -> None:
+        """Appends a generated token and its text; a stop string in the text ends it there (and the row)."""
+        self.token_ids.append(token)
+        piece = self.text_stream.step(tokenizer.backend_tokenizer, token)
+        if piece is None:
+            self.undecoded.append(token)
+            return
+        self.undecoded.clear()
+        searched = max(len(self.text) - self.longest_stop + 1, 0)  # a stop string may begin in the earlier text
+        self.text += piece
+        cut = min((at for stop in self.settings.stop if (at := self.text.find(stop, searched)) >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.finish_reason = self.text[:cut], "stop"
+
+    def finish(self, reason: str, tokenizer: Any) -> None:
+        """Ends the row; bytes the stream still holds back become text as decoding them alone gives it."""
+        if self.undecoded:
+            self.text += tokenizer.decode(self.undecoded, skip_special_tokens=True)
+            self.undecoded.clear()
+        self.finish_reason = reason
+
     def held_back(self) -> int:
-        """How many trailing characters may still change: an incomplete character, or the start of a stop string."""
-        if self.text.endswith(INCOMPLETE_CHARACTER):
-            return 1
-        for length in range(max((len(stop) for stop in self.settings.stop), default=1) - 1, 0, -1):
+        """How many trailing characters may still change: the beginning of a stop string."""
+        for length in range(self.longest_stop - 1, 0, -1):
             if any(stop.startswith(self.text[-length:]) for stop in self.settings.stop):
                 return length
         return 0
@@ -110,17 +136,13 @@ class BatchDecoding:
             if row.finish_reason is not None:
                 continue
             if token in self.stop_token_ids:
-                row.finish_reason = "stop"
+                row.finish("stop", self.tokenizer)
             else:
-                row.token_ids.append(token)
-                row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-                cut = min((row.text.find(stop) for stop in row.settings.stop if stop in row.text), default=-1)
-                if cut >= 0:
-                    row.text, row.finish_reason = row.text[:cut], "stop"
-                elif len(row.token_ids) >= row.settings.max_new_tokens:
-                    row.finish_reason = "length"
+                row.add_token(token, self.tokenizer)
+                if row.finish_reason is None and len(row.token_ids) >= row.settings.max_new_tokens:
+                    row.finish("length", self.tokenizer)
             if row.finish_reason is None and row.cancelled():
-                row.finish_reason = "cancelled"
+                row.finish("cancelled", self.tokenizer)
             row.stream()
         return self.done
 
@@ -129,7 +151,7 @@ class BatchDecoding:
         generations = []
         for row, prompt_length, cached in zip(self.rows, prompt_tokens, cached_tokens, strict=True):
             if row.finish_reason is None:
-                row.finish_reason = "length"
+                row.finish("length", self.tokenizer)
                 row.stream()
             generations.append(
                 Generation(row.text, row.token_ids, row.finish_reason, int(prompt_length), cached_tokens=int(cached))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..processing import record_embeddings
+from transformers import BatchFeature
+
+from ..processing import LlavaQwen3Processor, record_embeddings
 from .backend import InferenceBackend
 from .decoding import BatchDecoding
 from .onnx_runner import LlavaQwen3OnnxModel
@@ -18,6 +20,7 @@ class OnnxBackend(InferenceBackend):
     exported, so a record holding `multimodal_data` is refused."""
 
     name = "onnx"
+    tensor_type = "np"
 
     def __init__(self, runner: LlavaQwen3OnnxModel) -> None:
         super().__init__(runner.processor, runner.generation_config, runner.max_positions)
@@ -35,16 +38,16 @@ class OnnxBackend(InferenceBackend):
         providers = self.runner.sessions["decoder_model_merged"].get_providers()
         return "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
 
-    def _process(self, records: list[dict[str, Any]]) -> Any:
-        for record in records:
-            if record_embeddings(record):
-                raise ValueError(
-                    "the ONNX backend runs images and text only; embedding modalities are not exported. Use the "
-                    "torch backend for records with multimodal_data."
-                )
-        return self.processor.process_records(records, return_tensors="np")
+    def encode(self, record: dict[str, Any], processor: LlavaQwen3Processor | None = None) -> BatchFeature:
+        if record_embeddings(record):
+            raise ValueError(
+                "the ONNX backend runs images and text only; embedding modalities are not exported. Use the "
+                "torch backend for records with multimodal_data."
+            )
+        return (processor or self.processor).process_records(record, return_tensors=self.tensor_type)
 
-    def _run_engine(self, inputs: Any, decoding: BatchDecoding) -> None:  # no prefix cache: no cached tokens
+    def _run_engine(self, inputs: BatchFeature, encoded: list[BatchFeature], decoding: BatchDecoding) -> None:
+        # No prefix cache: no cached tokens.
         self.runner.generate(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],

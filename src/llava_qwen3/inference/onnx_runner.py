@@ -188,7 +188,7 @@ class LlavaQwen3OnnxModel:
         """input_ids and attention_mask as int64 `(batch, length)` arrays, or a ValueError naming what is wrong."""
         try:
             input_ids = np.atleast_2d(np.asarray(input_ids))
-        except (TypeError, ValueError) as error:  # ragged nested lists
+        except (TypeError, ValueError, OverflowError) as error:  # ragged nested lists, or integers past int64
             raise ValueError(f"input_ids must be a (batch, length) array of token ids; {error}") from error
         if input_ids.ndim != 2 or input_ids.size == 0 or not np.issubdtype(input_ids.dtype, np.integer):
             raise ValueError(
@@ -202,7 +202,7 @@ class LlavaQwen3OnnxModel:
             attention_mask = np.ones_like(input_ids)
         try:
             attention_mask = np.atleast_2d(np.asarray(attention_mask, dtype=np.int64))
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:  # ragged, or numbers past int64
             raise ValueError(f"attention_mask must be a (batch, length) array of 0 and 1; {error}") from error
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask has shape {attention_mask.shape}; expected {input_ids.shape}.")

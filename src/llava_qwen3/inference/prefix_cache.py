@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import BatchFeature
 
-from ..modeling import LlavaQwen3Config
+from ..processing import LlavaQwen3Processor
 
 MIN_REUSE_TOKENS = 16  # a shorter shared beginning is not reused
 
@@ -48,35 +49,29 @@ class RowPrompt:
         return images, {name: items for name, items in embeddings.items() if items}
 
 
-def split_rows(inputs: dict, config: LlavaQwen3Config) -> list[RowPrompt]:
-    """The rows of a left-padded batch from the processor, each with its own pictures and embeddings."""
-    pixel_values = inputs.get("pixel_values")
-    modality_embeds = inputs.get("modality_embeds") or {}
-    next_image = 0
-    next_item = dict.fromkeys(modality_embeds, 0)
-    rows = []
-    for input_ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
-        ids = input_ids[mask.bool()]
-        key = ids.numpy().astype(np.int64)
-        row = RowPrompt(ids, key)
-        positions = np.flatnonzero(key == config.image_token_id)
-        for start in positions[:: config.image_seq_length]:
-            pixels = pixel_values[next_image]
-            next_image += 1
-            key[start : start + config.image_seq_length] = _digest(pixels)
-            row.images.append((int(start), pixels))
-        for name, items in modality_embeds.items():
-            positions = np.flatnonzero(key == config.modalities[name]["token_id"])
-            taken = 0
-            while taken < len(positions):
-                item = torch.as_tensor(items[next_item[name]])
-                next_item[name] += 1
-                start, length = int(positions[taken]), 1 if item.dim() == 1 else item.shape[0]
-                key[positions[taken : taken + length]] = _digest(item)
-                row.embeddings.setdefault(name, []).append((start, item))
-                taken += length
-        rows.append(row)
-    return rows
+def row_prompts(rows: list[BatchFeature], processor: LlavaQwen3Processor) -> list[RowPrompt]:
+    """Each encoded record (`InferenceBackend.encode`) as a `RowPrompt`: its inputs and where their placeholders begin,
+    as the processor places them."""
+    prompts = []
+    for row in rows:
+        ids = torch.as_tensor(row["input_ids"][0])
+        images = list(row.get("pixel_values") if row.get("pixel_values") is not None else [])
+        embeddings = {name: list(items) for name, items in (row.get("modality_embeds") or {}).items()}
+        lengths = processor.placeholder_lengths(len(images), embeddings)
+        starts = processor.placeholder_starts(ids.tolist(), lengths)
+        prompt = RowPrompt(ids, ids.numpy().astype(np.int64))
+        for start, length, pixels in zip(
+            starts[processor.image_token], lengths[processor.image_token], images, strict=True
+        ):
+            prompt.key[start : start + length] = _digest(pixels)
+            prompt.images.append((start, pixels))
+        for name, items in embeddings.items():
+            token = processor.modality_tokens[name]
+            for start, length, item in zip(starts[token], lengths[token], items, strict=True):
+                prompt.key[start : start + length] = _digest(item)
+                prompt.embeddings.setdefault(name, []).append((start, item))
+        prompts.append(prompt)
+    return prompts
 
 
 @dataclass

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import BatchFeature
+
 from .sampling import check_max_new_tokens, check_sampling
 
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
@@ -49,12 +51,14 @@ class GenerationSettings:
 
 @dataclass
 class GenerationRequest:
-    """One prompt to generate for: a record, its settings, and the optional streaming and cancellation hooks."""
+    """One prompt to generate for: a record, its settings, the optional streaming and cancellation hooks, and the
+    record's model inputs where the caller has made them already (`InferenceBackend.encode`)."""
 
     record: dict[str, Any]
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     on_text: Callable[[str], None] | None = None
     is_cancelled: Callable[[], bool] | None = None
+    encoded: BatchFeature | None = None
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """The PyTorch backend: the model's own `generate()`, with the per-request hooks as a logits processor and a stopping
 criterion, and optionally a prefix cache (see `prefix_cache`) so that prompts that begin as earlier ones did start
-from those prompts' KV caches."""
+from those prompts' KV caches.
+
+Each row's token is chosen where the logits are, with torch's ops and transformers' own logits warpers (temperature,
+top-k, top-p) for the rows that sample: only the chosen token ids leave the device, never a step's logits."""
 
 from __future__ import annotations
 
@@ -9,26 +12,58 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    BatchFeature,
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .backend import InferenceBackend
 from .decoding import BatchDecoding
 from .int8 import QUANTIZATIONS, quantize_linear_layers_int8
-from .prefix_cache import Prefix, PrefixCache, RowPrompt, checked_budget, cut_at_or_before, split_rows
+from .prefix_cache import Prefix, PrefixCache, RowPrompt, checked_budget, cut_at_or_before, row_prompts
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
 class _ChooseForEachRequest(LogitsProcessor):
-    """Leaves each row's token, drawn with its request's settings, as the only candidate of a greedy step."""
+    """Leaves each row's token, chosen with its request's settings (greedy, or drawn with its own seeded generator
+    after its warpers), as the only candidate of a greedy step."""
 
-    def __init__(self, decoding: BatchDecoding) -> None:
+    def __init__(self, decoding: BatchDecoding, device: torch.device) -> None:
         self.decoding = decoding
+        self.samplers = {}  # row -> (its warpers, its generator)
+        for index, row in enumerate(decoding.rows):
+            settings = row.settings
+            if settings.do_sample:
+                warpers = LogitsProcessorList([TemperatureLogitsWarper(settings.temperature)])
+                if settings.top_k:
+                    warpers.append(TopKLogitsWarper(settings.top_k))
+                if settings.top_p < 1.0:
+                    warpers.append(TopPLogitsWarper(settings.top_p))
+                generator = torch.Generator(device)
+                generator.manual_seed(settings.seed) if settings.seed is not None else generator.seed()
+                self.samplers[index] = (warpers, generator)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        forced = self.decoding.forced_scores(scores.float().cpu().numpy())
-        return torch.from_numpy(forced).to(scores.device, scores.dtype)
+        tokens = scores.argmax(dim=-1)
+        done = self.decoding.done
+        for index, (warpers, generator) in self.samplers.items():
+            if not done[index]:
+                row_scores = warpers(input_ids[index : index + 1], scores[index : index + 1].float())
+                probabilities = torch.softmax(row_scores, dim=-1)
+                tokens[index] = torch.multinomial(probabilities, 1, generator=generator)[0, 0]
+        if done.any():
+            tokens[torch.from_numpy(done).to(tokens.device)] = self.decoding.pad_token_id
+        forced = torch.full_like(scores, -torch.inf)
+        return forced.scatter_(1, tokens[:, None], 0.0)
 
 
 class _RequestsDone(StoppingCriteria):
@@ -39,7 +74,7 @@ class _RequestsDone(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         done = self.decoding.advance(input_ids[:, -1].cpu().numpy())
-        return torch.from_numpy(np.asarray(done)).to(input_ids.device)
+        return torch.from_numpy(done).to(input_ids.device)
 
 
 class TorchBackend(InferenceBackend):
@@ -47,6 +82,7 @@ class TorchBackend(InferenceBackend):
     budget."""
 
     name = "torch"
+    tensor_type = "pt"
 
     def __init__(
         self, model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, prefix_cache_bytes: int = 0
@@ -83,25 +119,26 @@ class TorchBackend(InferenceBackend):
     def device(self) -> str:
         return str(self.model.device)
 
-    def _process(self, records: list[dict[str, Any]]) -> Any:
-        records = [with_loaded_embeddings(record) for record in records]
-        for record in records:
-            check_embedding_shapes(record, self.model.config.modalities)
-        return self.processor.process_records(records, return_tensors="pt")
+    def encode(self, record: dict[str, Any], processor: LlavaQwen3Processor | None = None) -> BatchFeature:
+        record = with_loaded_embeddings(record)
+        check_embedding_shapes(record, self.model.config.modalities)
+        return (processor or self.processor).process_records(record, return_tensors=self.tensor_type)
 
     @torch.inference_mode()
-    def _run_engine(self, inputs: Any, decoding: BatchDecoding) -> list[int] | None:
+    def _run_engine(
+        self, inputs: BatchFeature, encoded: list[BatchFeature], decoding: BatchDecoding
+    ) -> list[int] | None:
         options = dict(
             max_new_tokens=decoding.max_new_tokens,
             do_sample=False,
             pad_token_id=self.pad_token_id,
-            logits_processor=LogitsProcessorList([_ChooseForEachRequest(decoding)]),
+            logits_processor=LogitsProcessorList([_ChooseForEachRequest(decoding, self.model.device)]),
             stopping_criteria=StoppingCriteriaList([_RequestsDone(decoding)]),
         )
         if self.prefix_cache is None:
             self.model.generate(**inputs.to(self.model.device), **options)
             return None
-        rows = split_rows(inputs, self.model.config)
+        rows = row_prompts(encoded, self.processor)
         padded_length = inputs["input_ids"].shape[1]
         starts = [padded_length - len(row.key) for row in rows]  # left padding: where each row's prompt begins
         # Each row may reuse up to all but its last token: generate() computes at least that one.

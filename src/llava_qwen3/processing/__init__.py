@@ -4,8 +4,13 @@ from .processing_llava_qwen3 import (
     CHAT_TEMPLATE,
     IMAGE_LINE,
     IMAGE_TOKEN,
+    ImageLimits,
+    ImageLoadError,
     LlavaQwen3Processor,
+    fetch_image_bytes,
+    open_image,
     record_embeddings,
+    url_host_port,
     with_record_embeddings,
 )
 
@@ -13,7 +18,12 @@ __all__ = [
     "CHAT_TEMPLATE",
     "IMAGE_LINE",
     "IMAGE_TOKEN",
+    "ImageLimits",
+    "ImageLoadError",
     "LlavaQwen3Processor",
+    "fetch_image_bytes",
+    "open_image",
     "record_embeddings",
+    "url_host_port",
     "with_record_embeddings",
 ]

@@ -14,7 +14,9 @@ processor without it).
 
 import base64
 import bisect
+import dataclasses
 import io
+import itertools
 import json
 import os
 import urllib.parse
@@ -82,6 +84,27 @@ CHAT_TEMPLATE = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on an image from outside, checked before it is read whole or decoded. The processor loads within its
+    own settings (`LlavaQwen3Processor.image_limits`); the server within its limits and formats."""
+
+    max_pixels: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold
+    max_bytes: int = 20_000_000  # of a fetched image
+    timeout: float = 10.0  # seconds, for connecting and for each read of a fetch
+    max_redirects: int = 3  # followed only within the same host and port
+    formats: tuple[str, ...] | None = None  # Pillow formats opened; None: every format Pillow reads
+
+
+class ImageLoadError(ValueError):
+    """An image refused by `fetch_image_bytes` or `open_image`; `reason` names the check: "too_many_bytes",
+    "too_many_pixels", "not_an_image", "corrupt", "fetch_failed" or "redirect"."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class LlavaQwen3ProcessorKwargs(ProcessingKwargs, total=False):
     """The processor's keyword arguments; batches are padded (on the tokenizer's side: left, for generation)."""
 
@@ -114,10 +137,10 @@ class LlavaQwen3Processor(ProcessorMixin):
         tokenizer_class = "AutoTokenizer"
 
     # Bounds on image inputs, checked before an image is decoded or fetched (set them on an instance to change them).
-    max_image_pixels = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb threshold
+    max_image_pixels = ImageLimits.max_pixels
     remote_images = True  # fetch http(s) image URLs at all; a server taking untrusted input turns this off
-    remote_image_timeout = 10.0  # seconds, for connecting and for each read
-    remote_image_max_bytes = 20_000_000
+    remote_image_timeout = ImageLimits.timeout
+    remote_image_max_bytes = ImageLimits.max_bytes
 
     def __init__(
         self,
@@ -170,6 +193,7 @@ class LlavaQwen3Processor(ProcessorMixin):
                 LlavaQwen3ProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
             )
         text_kwargs, images_kwargs = output_kwargs["text_kwargs"], output_kwargs["images_kwargs"]
+        _check_output_size(images_kwargs, self.max_image_pixels)
         return_tensors = text_kwargs.pop("return_tensors", None)
         images_kwargs.pop("return_tensors", None)
         return_mm_token_type_ids = text_kwargs.pop("return_mm_token_type_ids", None) or output_kwargs.get(
@@ -180,33 +204,15 @@ class LlavaQwen3Processor(ProcessorMixin):
 
         modality_embeds = self._checked_modality_embeds(modality_embeds)
         flat_images = self._assign(texts, images, self.image_token, batch_ndim=4, what="images")
-        if flat_images and self.image_seq_length is None:
-            raise ValueError(
-                "this processor has no image_seq_length (config.image_seq_length), so it cannot place images."
-            )
-        placeholders = {self.image_token: [self.image_seq_length] * len(flat_images)}
-        expected_counts = {self.image_token_id: sum(placeholders[self.image_token])}
         flat_embeds = {}
         for name, token in self.modality_tokens.items():
             items = [
                 _as_embedding(name, item)
                 for item in self._assign(texts, modality_embeds.get(name), token, 3, f"{name} embeddings")
             ]
-            placeholders[token] = [item.shape[0] for item in items]
-            expected_counts[_token_id(self.tokenizer, token)] = sum(placeholders[token])
             if items:
                 flat_embeds[name] = items
-
-        lengths = {token: iter(counts) for token, counts in placeholders.items()}  # consumed in order over the batch
-        expansions = [_expand(item, lengths) for item in texts]
-        with _naming_keyword_arguments(kwargs):
-            text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
-        self._check_truncation(text_inputs["input_ids"], expected_counts)
-        if "offset_mapping" in text_inputs:
-            text_inputs["offset_mapping"] = [
-                [spans.original(start, end) for start, end in offsets]
-                for offsets, (_, spans) in zip(text_inputs["offset_mapping"], expansions, strict=True)
-            ]
+        text_inputs = self.encode_text(texts, self.placeholder_lengths(len(flat_images), flat_embeds), **text_kwargs)
         data = dict(text_inputs)
         if return_mm_token_type_ids:
             data["mm_token_type_ids"] = [
@@ -235,6 +241,84 @@ class LlavaQwen3Processor(ProcessorMixin):
             known = ", ".join(self.modality_tokens) or "none"
             raise ValueError(f"modality {sorted(unknown)[0]!r} is unknown to this processor; it knows: {known}.")
         return modality_embeds
+
+    def placeholder_lengths(
+        self, num_images: int = 0, modality_embeds: dict[str, list[Any]] | None = None
+    ) -> dict[str, list[int]]:
+        """How many positions each input takes in the sequence, by placeholder token and in placeholder order: every
+        image `image_seq_length`, an embedding item one per vector (`(dim,)`: 1, `(n, dim)`: n). This is the one
+        place that says it; training, the server, the prefix cache and vLLM ask here."""
+        if num_images and self.image_seq_length is None:
+            raise ValueError(
+                "this processor has no image_seq_length (config.image_seq_length), so it cannot place images."
+            )
+        lengths = {self.image_token: [self.image_seq_length] * num_images}
+        for name, token in self.modality_tokens.items():
+            lengths[token] = [embedding_length(item) for item in (modality_embeds or {}).get(name, [])]
+        return lengths
+
+    def encode_text(self, text: str | list[str], placeholder_lengths: dict[str, list[int]], **text_kwargs: Any) -> Any:
+        """The tokenizer's output for `text` with each placeholder expanded to the next of its `placeholder_lengths`
+        (from `placeholder_lengths()`, consumed in order over the batch); no image is needed. A ValueError when the
+        placeholders do not match the lengths or truncation would cut into a placeholder. With
+        `return_offsets_mapping=True` the offsets refer to the text as given: every token of an expanded placeholder
+        maps to the placeholder's span."""
+        texts = _checked_texts(text)
+        for token, counts in placeholder_lengths.items():
+            found = sum(item.count(token) for item in texts)
+            if found != len(counts):
+                what = "images" if token == self.image_token else "embeddings"
+                raise ValueError(_placeholder_count_error(found, len(counts), token, what))
+        lengths = {token: iter(counts) for token, counts in placeholder_lengths.items()}
+        expansions = [_expand(item, lengths) for item in texts]
+        with _naming_keyword_arguments(text_kwargs):
+            text_inputs = self.tokenizer([expanded for expanded, _ in expansions], **text_kwargs)
+        self._check_truncation(
+            text_inputs["input_ids"],
+            {_token_id(self.tokenizer, token): sum(counts) for token, counts in placeholder_lengths.items()},
+        )
+        if "offset_mapping" in text_inputs:
+            text_inputs["offset_mapping"] = [
+                [spans.original(start, end) for start, end in offsets]
+                for offsets, (_, spans) in zip(text_inputs["offset_mapping"], expansions, strict=True)
+            ]
+        return text_inputs
+
+    def placeholder_starts(
+        self, input_ids: list[int], placeholder_lengths: dict[str, list[int]]
+    ) -> dict[str, list[int]]:
+        """Where each input's run of placeholder tokens begins in one prompt's expanded `input_ids`, by placeholder
+        token and in input order (runs of one token may touch: the lengths tell them apart)."""
+        input_ids = _as_list(input_ids)
+        starts = {}
+        for token, counts in placeholder_lengths.items():
+            token_id = _token_id(self.tokenizer, token)
+            positions = [position for position, value in enumerate(input_ids) if value == token_id]
+            if len(positions) != sum(counts):
+                raise ValueError(
+                    f"input_ids hold {len(positions)} {token} tokens; the inputs take {sum(counts)} positions."
+                )
+            first_of_each = itertools.accumulate(counts[:-1], initial=0)  # each input's first placeholder, counted
+            starts[token] = [positions[index] for index in first_of_each] if counts else []
+        return starts
+
+    def collate(self, rows: list[BatchFeature], return_tensors: str | None = None) -> BatchFeature:
+        """One batch of `rows`, each the output of `process_records` for one record: token ids padded on the
+        tokenizer's side (left, for generation), pixel values and embedding items concatenated in row order."""
+        ids = [_as_list(row["input_ids"][0]) for row in rows]
+        data = dict(self.tokenizer.pad({"input_ids": ids}, return_tensors=return_tensors))
+        pixels = [row["pixel_values"] for row in rows if row.get("pixel_values") is not None]
+        if pixels:
+            concatenate = torch.cat if torch is not None and isinstance(pixels[0], torch.Tensor) else np.concatenate
+            data["pixel_values"] = concatenate(pixels)
+        batch = BatchFeature(data=data)
+        embeds: dict[str, list[Any]] = {}
+        for row in rows:
+            for name, items in (row.get("modality_embeds") or {}).items():
+                embeds.setdefault(name, []).extend(items)
+        if embeds:
+            batch["modality_embeds"] = embeds
+        return batch
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "LlavaQwen3Processor":
@@ -290,10 +374,7 @@ class LlavaQwen3Processor(ProcessorMixin):
             return [item for given in per_prompt for item in given]
         flat = _flatten(items, batch_ndim)
         if sum(counts) != len(flat):
-            raise ValueError(
-                f"The text holds {sum(counts)} {token} placeholders but {len(flat)} {what} were given; "
-                f"write one {token} per item."
-            )
+            raise ValueError(_placeholder_count_error(sum(counts), len(flat), token, what))
         return flat
 
     def _check_truncation(self, input_ids: Any, expected_counts: dict[int, int]) -> None:
@@ -324,56 +405,32 @@ class LlavaQwen3Processor(ProcessorMixin):
             f"{type(image).__name__}."
         )
 
+    @property
+    def image_limits(self) -> "ImageLimits":
+        """The bounds this processor loads images within (its `max_image_pixels` and `remote_image_*` settings)."""
+        return ImageLimits(
+            max_pixels=self.max_image_pixels, max_bytes=self.remote_image_max_bytes, timeout=self.remote_image_timeout
+        )
+
     def _image_from_string(self, source: str) -> Image.Image:
-        """The image a path, an http(s) URL or a data URL names, read as `_open_image` reads it."""
+        """The image a path, an http(s) URL or a data URL names, loaded by `open_image` within `image_limits`."""
+        limits = self.image_limits
         if source.startswith(("http://", "https://")):
             if not self.remote_images:
                 raise ValueError(f"image URL {source!r} refused: this processor does not fetch remote images.")
-            data, name = self._fetch(source), source
-        elif source.startswith("data:"):
+            return open_image(fetch_image_bytes(source, limits), source, limits)
+        if source.startswith("data:"):
             header, _, payload = source.partition(",")
             if not header.startswith("data:image/") or not header.endswith(";base64"):
                 raise ValueError("an image data URL must look like 'data:image/<type>;base64,<data>'.")
             try:
-                data, name = base64.b64decode(payload, validate=True), "the image data URL"
+                data = base64.b64decode(payload, validate=True)
             except ValueError as error:
                 raise ValueError(f"the image data URL holds invalid base64: {error}") from error
-        elif os.path.isfile(source):
-            data, name = source, f"image file {source!r}"
-        else:
+            return open_image(data, "the image data URL", limits)
+        if not os.path.isfile(source):
             raise ValueError(f"Image file {source!r} does not exist.")
-        return self._open_image(io.BytesIO(data) if isinstance(data, bytes) else data, name)
-
-    def _open_image(self, source: Any, name: str) -> Image.Image:
-        """Opens an encoded image, refusing it before decoding when it declares too many pixels."""
-        too_big = f"{name} declares more pixels than the {self.max_image_pixels:,} this processor accepts"
-        try:
-            image = Image.open(source)
-        except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice its warning threshold
-            raise ValueError(f"{too_big} (max_image_pixels; Pillow: {error})") from error
-        except (OSError, SyntaxError) as error:
-            raise ValueError(f"{name} is not a readable image: {error}") from error
-        width, height = image.size
-        if width * height > self.max_image_pixels:
-            raise ValueError(f"{too_big}: {width}x{height} (max_image_pixels).")
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ValueError(f"{name} cannot be decoded (truncated or corrupt?): {error}") from error
-        return _eight_bit(ImageOps.exif_transpose(image))
-
-    def _fetch(self, url: str) -> bytes:
-        """The bytes at an http(s) URL, within `remote_image_timeout` and `remote_image_max_bytes`, following
-        redirects only on the same host."""
-        opener = urllib.request.build_opener(_SameHostRedirects(urllib.parse.urlsplit(url).hostname))
-        try:
-            with opener.open(url, timeout=self.remote_image_timeout) as response:
-                data = response.read(self.remote_image_max_bytes + 1)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"image URL {url!r} could not be fetched: {error}") from error
-        if len(data) > self.remote_image_max_bytes:
-            raise ValueError(f"image URL {url!r} holds more than {self.remote_image_max_bytes:,} bytes.")
-        return data
+        return open_image(source, f"image file {source!r}", limits)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
         """Saves like any processor, with the tokenizer config in the form both transformers lines read; saving
@@ -399,16 +456,94 @@ class LlavaQwen3Processor(ProcessorMixin):
         return list(self.tokenizer.model_input_names) + ["pixel_values"]
 
 
-class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to the host the request started on (no detours to other, maybe internal, hosts)."""
+def fetch_image_bytes(url: str, limits: ImageLimits, name: str | None = None) -> bytes:
+    """The body of an http(s) URL, read within `limits` (bytes, time, redirects to the same host and port only)."""
+    name = name or f"image URL {url!r}"
+    opener = urllib.request.build_opener(_SameHostRedirects(url, limits.max_redirects))
+    try:
+        with opener.open(url, timeout=limits.timeout) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limits.max_bytes:
+                raise ImageLoadError(f"{name} holds more than {limits.max_bytes:,} bytes.", "too_many_bytes")
+            data = response.read(limits.max_bytes + 1)
+    except ImageLoadError:
+        raise
+    except _RedirectRefused as error:
+        raise ImageLoadError(f"{name}: {error}; refused.", "redirect") from None
+    except (OSError, ValueError) as error:
+        raise ImageLoadError(f"{name} could not be fetched: {error}", "fetch_failed") from error
+    if len(data) > limits.max_bytes:
+        raise ImageLoadError(f"{name} holds more than {limits.max_bytes:,} bytes.", "too_many_bytes")
+    return data
 
-    def __init__(self, host: str | None) -> None:
-        self.host = host
+
+def open_image(source: "bytes | str | os.PathLike", name: str, limits: ImageLimits, decode: bool = True) -> Any:
+    """The image in encoded bytes or at a path, refused before decoding when it declares more than
+    `limits.max_pixels` or is not one of `limits.formats`; EXIF-rotated, 16-bit pictures scaled to 8 bits. With
+    `decode=False` it is only checked (PNG chunk checksums, JPEG decoded at 1/8 scale) and None is returned."""
+    too_big = f"{name} declares more pixels than the {limits.max_pixels:,} accepted"
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=limits.formats)
+    except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice its warning threshold
+        raise ImageLoadError(f"{too_big} (max_image_pixels; Pillow: {error})", "too_many_pixels") from None
+    except Image.UnidentifiedImageError:
+        formats = f"one of {', '.join(limits.formats)}" if limits.formats else "a format Pillow reads"
+        message = f"{name} cannot be decoded: its bytes are not an image in {formats}."
+        raise ImageLoadError(message, "not_an_image") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"{name} cannot be decoded: {error}", "not_an_image") from error
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise ImageLoadError(f"{too_big}: {width}x{height} (max_image_pixels).", "too_many_pixels")
+    try:
+        if not decode:
+            if image.format == "PNG":
+                image.verify()  # every chunk's checksum, without decompressing
+            else:
+                image.draft("RGB", (64, 64))  # JPEG: decoded at 1/8 scale, enough to find a truncated file
+                image.load()
+            return None
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        message = f"{name} cannot be decoded (truncated or corrupt {image.format}?): {error}"
+        raise ImageLoadError(message, "corrupt") from error
+    return _eight_bit(ImageOps.exif_transpose(image))
+
+
+class _RedirectRefused(ValueError):
+    pass
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most `max_redirects` redirects, each only to the host and port the request started on (no detours
+    to other, maybe internal, hosts)."""
+
+    def __init__(self, url: str, max_redirects: int) -> None:
+        self.origin = url_host_port(url)
+        self.max_redirections = max_redirects
 
     def redirect_request(self, request, fp, code, message, headers, new_url):  # noqa: ANN001, ANN201
-        if urllib.parse.urlsplit(new_url).hostname != self.host:
-            raise ValueError(f"redirect to another host ({new_url}) refused")
+        if url_host_port(new_url) != self.origin:
+            raise _RedirectRefused(f"redirect to another host ({new_url[:100]})")
         return super().redirect_request(request, fp, code, message, headers, new_url)
+
+    def http_error_302(self, request, fp, code, message, headers):  # noqa: ANN001, ANN201
+        redirects = getattr(request, "redirect_dict", {})
+        if sum(redirects.values()) >= self.max_redirections:
+            raise _RedirectRefused(f"more than {self.max_redirections} redirects")
+        return super().http_error_302(request, fp, code, message, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def url_host_port(url: str) -> str | None:
+    """`host:port` of an http(s) URL, None for anything else."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return f"{(parts.hostname or '').lower()}:{port}" if port and parts.hostname else None
 
 
 class _Spans:
@@ -456,6 +591,23 @@ def _checked_texts(text: Any) -> list[str]:
     if empty:
         raise ValueError(f"text holds an empty prompt (index {empty[0]}); every prompt needs at least one token.")
     return texts
+
+
+def _placeholder_count_error(found: int, given: int, token: str, what: str) -> str:
+    return f"The text holds {found} {token} placeholders but {given} {what} were given; write one {token} per item."
+
+
+def _check_output_size(images_kwargs: dict[str, Any], max_pixels: int) -> None:
+    """A ValueError when `size` or `crop_size` asks for images of more than `max_pixels`: the image processor would
+    allocate them before anything else could refuse them."""
+    for key in ("size", "crop_size"):
+        value = images_kwargs.get(key)
+        sides = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(side, (int, float)) and side * side > max_pixels for side in sides):
+            raise ValueError(
+                f"{key}={value!r} asks for images of more than max_image_pixels ({max_pixels:,}) pixels; the tower "
+                "reads its own input size, which the saved image processor already holds."
+            )
 
 
 def _token_id(tokenizer: Any, token: str) -> int:
@@ -551,6 +703,11 @@ def _items_per_prompt(items: Any, num_prompts: int) -> list[list[Any]] | None:
     return None
 
 
+def embedding_length(item: Any) -> int:
+    """How many positions an embedding item takes: one per vector (`(dim,)` is one vector)."""
+    return 1 if len(item.shape) == 1 else int(item.shape[0])
+
+
 def _as_embedding(name: str, item: Any) -> Any:
     """An item as a `(n, dim)` tensor (a numpy array where torch is missing); a `(dim,)` vector is one row."""
     tensor = to_numpy(item) if torch is None else torch.as_tensor(item)
@@ -575,8 +732,13 @@ __all__ = [
     "CHAT_TEMPLATE",
     "IMAGE_LINE",
     "IMAGE_TOKEN",
+    "ImageLimits",
+    "ImageLoadError",
     "LlavaQwen3Processor",
     "LlavaQwen3ProcessorKwargs",
+    "fetch_image_bytes",
+    "open_image",
     "record_embeddings",
+    "url_host_port",
     "with_record_embeddings",
 ]

@@ -14,11 +14,11 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from typing import Any
 
 from ..inference import Generation, GenerationRequest, GenerationSettings, InferenceBackend
 from .limits import ServerLimits
 from .metrics import ServerMetrics
+from .prompts import Prompt
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class PendingGeneration:
     """One request handed to the worker. Its `events` queue (on the caller's loop) receives the streamed text pieces
     (str, when `stream`), then the final `Generation`, or the exception that failed its batch."""
 
-    def __init__(self, record: dict[str, Any], settings: GenerationSettings, stream: bool) -> None:
-        self.record = record
+    def __init__(self, prompt: Prompt, settings: GenerationSettings, stream: bool) -> None:
+        self.prompt = prompt
         self.settings = settings
         self.stream = stream
         self.events: asyncio.Queue[str | Generation | Exception] = asyncio.Queue()
@@ -50,7 +50,11 @@ class PendingGeneration:
     def as_request(self) -> GenerationRequest:
         """The inference interface's request, with this request's streaming and cancellation hooks."""
         return GenerationRequest(
-            self.record, self.settings, on_text=self.send if self.stream else None, is_cancelled=self._cancelled.is_set
+            self.prompt.record,
+            self.settings,
+            on_text=self.send if self.stream else None,
+            is_cancelled=self._cancelled.is_set,
+            encoded=self.prompt.encoded,
         )
 
     def send(self, event: str | Generation | Exception) -> None:
@@ -110,9 +114,9 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
-    def submit(self, record: dict[str, Any], settings: GenerationSettings, stream: bool = False) -> PendingGeneration:
+    def submit(self, prompt: Prompt, settings: GenerationSettings, stream: bool = False) -> PendingGeneration:
         """Queues a request (call from the event loop); a `QueueFullError` when `max_queue` are waiting already."""
-        pending = PendingGeneration(record, settings, stream)
+        pending = PendingGeneration(prompt, settings, stream)
         with self._condition:
             if len(self._waiting) >= self.limits.max_queue:
                 raise QueueFullError

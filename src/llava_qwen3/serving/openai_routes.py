@@ -51,7 +51,7 @@ async def chat_completions(
             param="model",
             code="model_not_found",
         )
-    prompt = service.prompts.prompt(await service.prompts.from_openai(body.messages))
+    prompt = await service.prompts.prompt(await service.prompts.from_openai(body.messages))
     settings = generation_settings(
         service.limits,
         max_tokens=body.max_completion_tokens or body.max_tokens,

@@ -2,20 +2,26 @@
 
 Messages are rendered with the processor's own chat template (`apply_chat_template(messages,
 add_generation_prompt=True)`): an image part becomes an `{"type": "image"}` item and an `input_embedding` part an
-`{"type": "embedding"}` item, each in its place among the texts. Images are decoded here (see `images`) and handed on
-as PIL images; embeddings as float32 arrays.
+`{"type": "embedding"}` item, each in its place among the texts. Images are decoded here (see `images`), embeddings
+read as float32 arrays, and the record is encoded once (`InferenceBackend.encode`): its length is checked against the
+limit from that encoding, and the worker generates from it without processing the record again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from transformers import BatchFeature
 
+from ..inference.backend import INPUT_ERRORS, InferenceBackend, prompt_length
 from ..processing import with_record_embeddings
 from .errors import ApiError
 from .images import decode_base64, image_from_url
@@ -34,16 +40,22 @@ class Conversation:
 
 @dataclass
 class Prompt:
-    """A record for the inference interface, checked against the server's limits."""
+    """A record for the inference interface, checked against the server's limits, and its model inputs (made once,
+    here; the backend does not process the record again)."""
 
     record: dict[str, Any]
+    encoded: BatchFeature
 
 
 class PromptBuilder:
-    """Turns conversations into records with the model's processor, refusing what exceeds the limits."""
+    """Turns conversations into encoded records with the backend's processing, refusing what exceeds the limits."""
 
-    def __init__(self, processor: Any, limits: ServerLimits) -> None:
-        self.processor = processor
+    def __init__(self, backend: InferenceBackend, limits: ServerLimits) -> None:
+        self.backend = backend
+        # A copy: the worker thread decodes with the backend's processor, and a fast tokenizer used from two threads
+        # at once fails ("Already borrowed"). One thread encodes with it, off the event loop.
+        self.processor = copy.deepcopy(backend.processor)
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-encoder")
         self.limits = limits
 
     def check_image_count(self, count: int, param: str = "messages") -> None:
@@ -111,16 +123,24 @@ class PromptBuilder:
             raise ApiError(400, f"{param} holds NaN or infinite values.", param=param, code="invalid_embedding")
         return array.astype(np.float32)
 
-    def prompt(self, conversation: Conversation) -> Prompt:
-        """The record of `conversation` with the generation prompt appended; a 400 when it is too long."""
+    async def prompt(self, conversation: Conversation) -> Prompt:
+        """The record of `conversation` with the generation prompt appended, encoded once for the backend; a 400 when
+        it cannot be processed or is too long."""
         self.check_image_count(len(conversation.images))
         try:
             text = self.processor.apply_chat_template(conversation.messages, add_generation_prompt=True)
         except Exception as error:  # the template's own refusal of a message it cannot render
             raise ApiError(400, f"the messages cannot be rendered: {error}.", param="messages") from None
-        tokens = len(self.processor.tokenizer(text)["input_ids"])
-        tokens += len(conversation.images) * (self.processor.image_seq_length - 1)
-        tokens += sum(len(np.atleast_2d(item)) - 1 for items in conversation.embeddings.values() for item in items)
+        record: dict[str, Any] = {"text": text, "images": list(conversation.images)}
+        if conversation.embeddings:
+            record = with_record_embeddings(record, dict(conversation.embeddings))
+        try:
+            encoded = await asyncio.get_running_loop().run_in_executor(
+                self._encoder, partial(self.backend.encode, record, self.processor)
+            )
+        except INPUT_ERRORS as error:
+            raise ApiError(400, str(error), param="messages", code="bad_input") from None
+        tokens = prompt_length(encoded)
         if tokens > self.limits.max_prompt_tokens:
             raise ApiError(
                 400,
@@ -129,7 +149,4 @@ class PromptBuilder:
                 param="messages",
                 code="prompt_too_long",
             )
-        record: dict[str, Any] = {"text": text, "images": list(conversation.images)}
-        if conversation.embeddings:
-            record = with_record_embeddings(record, dict(conversation.embeddings))
-        return Prompt(record)
+        return Prompt(record, encoded)

@@ -38,7 +38,7 @@ async def _answer(
 ) -> Answer:
     image = await _uploaded_image(upload, service)
     content = [{"type": "image"}, {"type": "text", "text": question}]
-    prompt = service.prompts.prompt(Conversation([{"role": "user", "content": content}], [image]))
+    prompt = await service.prompts.prompt(Conversation([{"role": "user", "content": content}], [image]))
     settings = generation_settings(
         service.limits, max_tokens=max_new_tokens, temperature=temperature, max_tokens_param="max_new_tokens"
     )
@@ -96,7 +96,7 @@ async def chat(body: ChatRequest, request: Request, service: ServiceDependency) 
     conversation = Conversation(
         [*copy.deepcopy(earlier.messages), {"role": "user", "content": content}], [*earlier.images, *images]
     )
-    prompt = service.prompts.prompt(conversation)
+    prompt = await service.prompts.prompt(conversation)
     settings = generation_settings(
         service.limits, max_tokens=body.max_new_tokens, temperature=body.temperature, max_tokens_param="max_new_tokens"
     )

@@ -4,7 +4,6 @@ metrics, and the waiting for a request's answer with its timeout and its client'
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from dataclasses import dataclass
 
@@ -46,9 +45,7 @@ class Service:
         self.created = int(time.time())  # /v1/models' `created`: when this server loaded the model
         self.metrics = ServerMetrics()
         self.batcher = Batcher(backend, limits, self.metrics)
-        # A copy: the worker thread tokenizes with the backend's processor, and a fast tokenizer used from two threads
-        # at once fails ("Already borrowed"); the event loop counts prompt tokens with its own.
-        self.prompts = PromptBuilder(copy.deepcopy(backend.processor), limits)
+        self.prompts = PromptBuilder(backend, limits)
         self.conversations = ConversationStore(
             limits.max_conversations, limits.conversation_ttl_s, limits.conversation_store_bytes
         )
@@ -56,7 +53,7 @@ class Service:
     def submit(self, prompt: Prompt, settings: GenerationSettings, stream: bool = False) -> PendingGeneration:
         """Queues a request; a 429 when the queue is full."""
         try:
-            return self.batcher.submit(prompt.record, settings, stream)
+            return self.batcher.submit(prompt, settings, stream)
         except QueueFullError:
             raise ApiError(
                 429,

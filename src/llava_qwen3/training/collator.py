@@ -88,31 +88,20 @@ class ChatCollator:
         texts, replies = render_jinja_template(
             [example["messages"]], chat_template=self.processor.chat_template, return_assistant_tokens_mask=True
         )
-        text, processor = texts[0], self.processor
-        lengths = {processor.image_token: [processor.image_seq_length] * num_images}
-        for name, token in processor.modality_tokens.items():
-            items = (example.get("modality_embeds") or {}).get(name, [])
-            lengths[token] = [1 if item.ndim == 1 else item.shape[0] for item in items]
-        for token, items in lengths.items():
-            if text.count(token) != len(items):
-                raise ValueError(f"the text holds {text.count(token)} {token} placeholders but {len(items)} inputs.")
-        encoded = processor.tokenizer(text, return_offsets_mapping=True)
-        token_lengths = {
-            processor.tokenizer.convert_tokens_to_ids(token): iter(items) for token, items in lengths.items()
-        }
-        end = 0  # where each token ends once placeholders are expanded
-        limit = self.max_length or float("inf")
-        labelled = False
-        for token_id, (start_char, end_char) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            start, end = end, end + (next(token_lengths[token_id]) if token_id in token_lengths else 1)
-            if token_id in token_lengths and end > limit:
-                raise ValueError(f"truncation to max_length={self.max_length} would cut a placeholder; raise it.")
-            if start < limit and any(start_char < stop and end_char > begin for begin, stop in replies[0]):
-                labelled = True
-        if not labelled:
+        processor = self.processor
+        embeds = example.get("modality_embeds") or {}
+        encoded = processor.encode_text(
+            texts[0],
+            processor.placeholder_lengths(num_images, embeds),
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+        )
+        offsets = encoded["offset_mapping"][0]
+        if not any(start < stop and end > begin for start, end in offsets for begin, stop in replies[0]):
             raise ValueError(
-                f"truncation to max_length={self.max_length} leaves no token of an assistant reply to learn from "
-                f"(the example holds {end} tokens); raise max_length or shorten the prompt."
+                f"truncation to max_length={self.max_length} leaves no token of an assistant reply to learn from; "
+                "raise max_length or shorten the prompt."
             )
 
 

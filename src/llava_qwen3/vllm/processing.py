@@ -2,7 +2,8 @@
 
 vLLM tokenizes the prompt itself and asks the model's processor only for the tensors of the multimodal items. Here:
 - images go through the checkpoint's own `LlavaQwen3Processor` (its CLIP/SigLIP image processor); each `<image>` in
-  the prompt is replaced by `config.image_seq_length` image tokens;
+  the prompt is replaced by as many image tokens as the processor's `placeholder_lengths` says (as is every embedding
+  item's placeholder);
 - each embedding modality of `config.modalities` (`m1`, ...) is a modality of its own: its items are precomputed
   vectors, `(dim,)` or `(n, dim)`, passed through to the model untouched, and each placeholder (`<m1>`) is replaced by
   n tokens. They reach vLLM through `LLM.generate(..., multi_modal_data={"m1": [...]})`; the OpenAI chat parser knows
@@ -50,10 +51,6 @@ class ModalityEmbeddingItems(ModalityDataItems[list[torch.Tensor], torch.Tensor]
 
     def get(self, index: int) -> torch.Tensor:
         return self.data[index]
-
-    def get_feature_size(self, index: int) -> int:
-        """Number of placeholder tokens the item fills."""
-        return len(self.data[index])
 
     def get_processor_data(self) -> Mapping[str, object]:
         return {}  # nothing for the HF processor to do: the vectors are the model's input
@@ -193,20 +190,22 @@ class LlavaQwen3MultiModalProcessor(BaseMultiModalProcessor[LlavaQwen3Processing
         hf_processor_mm_kwargs: Mapping[str, object],
         out_mm_kwargs: MultiModalKwargsItems,
     ) -> Sequence[PromptUpdate]:
-        config = self.info.get_hf_config()
+        config, processor = self.info.get_hf_config(), self.info.get_hf_processor()
         image_token_id = config.image_token_id
+        image_length = processor.placeholder_lengths(num_images=1)[processor.image_token][0]
         updates = [
-            PromptReplacement(
-                modality=IMAGE, target=[image_token_id], replacement=[image_token_id] * config.image_seq_length
-            )
+            PromptReplacement(modality=IMAGE, target=[image_token_id], replacement=[image_token_id] * image_length)
         ]
         for name, spec in config.modalities.items():
-            replacement = partial(_modality_replacement, mm_items, name, spec["token_id"])
+            replacement = partial(_modality_replacement, mm_items, processor, name, spec["token_id"])
             updates.append(PromptReplacement(modality=name, target=[spec["token_id"]], replacement=replacement))
         return updates
 
 
-def _modality_replacement(mm_items: MultiModalDataItems, name: str, token_id: int, item_index: int) -> list[int]:
-    """The tokens that replace a modality's placeholder: one per vector of the item."""
-    items = mm_items.get_items(name, ModalityEmbeddingItems)
-    return [token_id] * items.get_feature_size(item_index)
+def _modality_replacement(
+    mm_items: MultiModalDataItems, processor: Any, name: str, token_id: int, item_index: int
+) -> list[int]:
+    """The tokens that replace a modality's placeholder: as many as the processor says the item takes."""
+    item = mm_items.get_items(name, ModalityEmbeddingItems).get(item_index)
+    length = processor.placeholder_lengths(modality_embeds={name: [item]})[processor.modality_tokens[name]][0]
+    return [token_id] * length
