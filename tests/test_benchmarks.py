@@ -1,6 +1,7 @@
 """The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations and
 this model's INT8 load option (its real-size figures are in docs/performance.md): every figure finite and positive,
-and every ratio in its tables the ratio of the figures it prints, or of the raw figures it writes, within rounding."""
+and every ratio in its tables the ratio of the figures it prints, or of the raw figures it writes, within rounding.
+The answer-growth benchmark likewise: each engine's growth the ratio of its figures, and against `generate`'s."""
 
 from __future__ import annotations
 
@@ -170,3 +171,22 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its neighbour full_size.py
     _check_tables(result.stdout, figures, importlib.import_module("pytorch_inference").ROWS)
+
+
+def test_answer_growth_benchmark_reports_each_engines_growth_against_generate(tmp_path):
+    output = tmp_path / "growth.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "answer_growth.py"), "--quick", "--json", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    figures = json.loads(output.read_text())
+    results = figures["results"]
+    assert set(results) == {"transformers generate", "torch backend", "onnx backend"}
+    for name, measured in results.items():
+        assert all(math.isfinite(value) and value > 0 for value in measured.values()), measured
+        assert measured["growth"] == pytest.approx(measured["last_ms"] / measured["first_ms"])
+        yardstick = results["transformers generate"]["growth"]
+        assert measured["growth_vs_generate"] == pytest.approx(measured["growth"] / yardstick)
+        printed = re.search(rf"^{name} +([0-9.]+) +([0-9.]+) +([0-9.]+)x +([0-9.]+)x$", result.stdout, flags=re.M)
+        assert printed is not None, result.stdout
+        _assert_ratio(printed.group(4) + "x", measured["growth_vs_generate"])

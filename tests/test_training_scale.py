@@ -122,6 +122,39 @@ def test_deepspeed_zero3_on_two_cpu_processes_follows_one_process_resumes_and_lo
     assert any((tmp_path / "whole" / "checkpoint-3").glob("global_step*")), "DeepSpeed's own partitioned states"
 
 
+@pytest.mark.slow
+@pytest.mark.one_line
+@pytest.mark.parametrize(
+    ("config_name", "script", "stage", "changes"),
+    [
+        ("fsdp.yaml", [str(ROOT / "tests" / "cpu_fsdp.py")], "projector", {"use_cpu": True}),
+        ("deepspeed_zero2.yaml", ["-m", "llava_qwen3.training.cli"], "lora", {}),
+    ],
+)
+def test_the_other_stages_train_under_the_parallel_configs(
+    config_name, script, stage, changes, tiny_clip, shapes_shards, tmp_path
+):
+    """Stage 1 (projector only) under FSDP and stage 2 with LoRA under ZeRO-2: what should learn learns, what is
+    frozen stays as it was, and the result (a model, or an adapter with its projectors) loads."""
+    output = tmp_path / "run"
+    arguments = [*_run_arguments(tiny_clip[0], shapes_shards, output), f"stage={stage}", "max_steps=2"]
+    _launch(config_name, script, [*arguments, "save_steps=10"], tmp_path, **changes)
+    assert len(_losses(output)) == 2
+    before = dict(LlavaQwen3ForConditionalGeneration.from_pretrained(tiny_clip[0]).named_parameters())
+    if stage == "lora":
+        from peft import PeftModel
+
+        base = LlavaQwen3ForConditionalGeneration.from_pretrained(tiny_clip[0])
+        trained = PeftModel.from_pretrained(base, output).merge_and_unload()
+    else:
+        trained = LlavaQwen3ForConditionalGeneration.from_pretrained(output)
+    changed = {name for name, value in trained.named_parameters() if not torch.equal(value, before[name])}
+    assert any("multi_modal_projector" in name for name in changed), changed
+    assert not any("vision_tower" in name for name in changed), changed
+    language_model_changed = any("language_model" in name for name in changed)
+    assert language_model_changed == (stage == "lora"), changed  # LoRA's update merged into the decoder's weights
+
+
 def _train(processor, model, tmp_path, **arguments) -> list[float]:
     """Trains `model` on the four colour examples; returns the loss of each step."""
     args = training_args(tmp_path, lr_scheduler_type="constant", max_steps=2, **arguments)

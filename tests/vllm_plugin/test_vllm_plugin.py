@@ -118,7 +118,7 @@ def test_placeholder_and_item_counts_must_agree(checkpoints):
 
 
 def test_modality_items_come_as_vectors_sequences_batches_arrays_or_files(checkpoints, tmp_path):
-    folder, _, _ = checkpoints["clip"]
+    folder, _, hf_processor = checkpoints["clip"]
     processor = MULTIMODAL_REGISTRY.create_processor(engine_config(folder).model_config)
     vector, sequence = vectors(0, (12,), (3, 12))
     np.save(tmp_path / "sequence.npy", sequence.numpy())
@@ -130,7 +130,9 @@ def test_modality_items_come_as_vectors_sequences_batches_arrays_or_files(checkp
     }
     for form, (data, lengths) in forms.items():
         items = processor.info.parse_mm_data({"m1": data})["m1"]
-        assert [items.get_feature_size(index) for index in range(len(items))] == lengths, form
+        parsed = [items.get(index) for index in range(len(items))]
+        # The positions each takes, as the processor (the one owner of that count) says
+        assert hf_processor.placeholder_lengths(0, {"m1": parsed})["<m1>"] == lengths, form
         assert all(items.get(index).dtype == torch.float32 for index in range(len(items))), form
     assert torch.equal(processor.info.parse_mm_data({"m1": tmp_path / "sequence.npy"})["m1"].get(0), sequence)
 
