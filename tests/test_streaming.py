@@ -159,5 +159,6 @@ def test_peak_memory_of_streamed_training_does_not_grow_with_the_records(tiny_cl
 def test_the_demo_model_learns_through_streamed_shards():
     model, processor = train_on_shapes(streaming=True)
     fresh = shapes_accuracy(model, processor, "train")
-    print(f"streamed: fresh pictures {fresh}")
+    unseen_pairs = shapes_accuracy(model, processor, "held_out")
+    print(f"streamed: fresh pictures {fresh}, unseen colour-shape pairs {unseen_pairs}")
     assert all(value >= 0.9 for value in fresh.values()), fresh

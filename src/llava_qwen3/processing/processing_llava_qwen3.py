@@ -659,8 +659,12 @@ def _checked_array(image: Any, rescaling: bool) -> np.ndarray:
         raise ValueError(
             f"an image array has shape {array.shape}; expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4."
         )
-    if array.shape[channel_axes[-1]] == 1:
-        array = np.repeat(array, 3, axis=channel_axes[-1])
+    # The channel axis as transformers infers it (the first that can be one), then made the first axis, which its
+    # inference reads unambiguously: (1, 1, 3) would otherwise be one channel of 1 x 3 to it, after our reading.
+    channel_axis = channel_axes[0]
+    if array.shape[channel_axis] == 1:
+        array = np.repeat(array, 3, axis=channel_axis)
+    array = np.ascontiguousarray(np.moveaxis(array, channel_axis, 0))
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"an image array has dtype {array.dtype}; expected uint8 or floats.")
     if np.issubdtype(array.dtype, np.floating):
