@@ -40,6 +40,7 @@ def create_app(
         service.batcher.start()
         yield
         service.batcher.stop()
+        service.prompts.close()
 
     app = FastAPI(
         title="LLaVA-Qwen3 server",

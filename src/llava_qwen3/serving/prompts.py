@@ -58,6 +58,10 @@ class PromptBuilder:
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-encoder")
         self.limits = limits
 
+    def close(self) -> None:
+        """Ends the encoding thread (at the app's shutdown; a prompt still being encoded finishes first)."""
+        self._encoder.shutdown(wait=True)
+
     def check_image_count(self, count: int, param: str = "messages") -> None:
         """A 400 when a request holds more images than allowed (checked before any image is decoded)."""
         if count > self.limits.max_images:
