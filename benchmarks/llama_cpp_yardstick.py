@@ -26,6 +26,7 @@ GGUF_TYPES = {"fp32": "f32", "quantized": "q8_0", "q4": "q4_k_m"}
 @dataclass(frozen=True)
 class LlamaCppTiming:
     ttft_s: float
+    prompt_tokens: int  # as llama-server counts them: the picture's positions and the text's
     decode_tok_s: float
     tokens: list[int]
     language_model_bytes: int
@@ -73,6 +74,7 @@ def timings(
             runs = [server.complete(prompt, [image], IMAGE_TOKEN, new_tokens) for _ in range(repeats + 1)][1:]
         results[variant] = LlamaCppTiming(
             ttft_s=statistics.median(run["timings"]["prompt_ms"] / 1000 for run in runs),
+            prompt_tokens=runs[-1]["timings"]["prompt_n"],
             decode_tok_s=statistics.median(run["timings"]["predicted_per_second"] for run in runs),
             tokens=runs[-1]["tokens"],
             language_model_bytes=export.language_model.stat().st_size,

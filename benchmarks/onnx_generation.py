@@ -1,20 +1,24 @@
-"""Time-to-first-token and decode speed of PyTorch fp32, ONNX fp32, ONNX INT8 and ONNX q4, in one run.
+"""Time to first token, prompt and decode speed, batch 8 and peak memory of PyTorch fp32 and of the ONNX variants
+(fp32, INT8, q4) on each decoder graph (the fused CPU decoder and transformers.js' merged one), in one run.
 
-The model has the real sizes of Qwen3-0.6B with a CLIP ViT-B/32 tower (random weights: nothing is downloaded). Each
-engine generates the same number of tokens from the same prompt (one 224x224 picture and a question); a streamer
-stamps the time of every token. The memory-bandwidth floor is the time to read each engine's decoder weights once
-per token at the copy bandwidth measured in this process; no decoder can beat it on this machine.
+The model has the real sizes of Qwen3-0.6B with a CLIP ViT-B/32 tower (random weights: nothing is downloaded; `--quick`
+uses a tiny configuration instead, to check the script). Each engine runs in a process of its own, so its peak resident
+memory is its own, and generates the same number of tokens from the same prompt (one 224x224 picture and a question),
+alone and as 8 copies; a streamer stamps the time of every token. The memory-bandwidth floor is the time to read each
+engine's decoder weights once per token at the copy bandwidth measured in this run; no decoder can beat it here.
 
 With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
 model is also exported with `llava-qwen3-export-gguf` at f32, q8_0 and Q4_K_M and timed in llama-server with the same
 picture and prompt (`llama_cpp_yardstick.py`), each beside the ONNX variant it rivals.
 
-    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp BIN_DIR]
+    python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp BIN_DIR] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -29,24 +33,38 @@ from transformers import AutoConfig
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.build import finish_generation_config
 from llava_qwen3.conversion.export_onnx import export_onnx
-from llava_qwen3.conversion.tiny import image_processor_for, train_tokenizer
-from llava_qwen3.inference.onnx_layout import external_data_path, graph_path
+from llava_qwen3.conversion.tiny import image_processor_for, tiny_config, train_tokenizer
+from llava_qwen3.inference.onnx_layout import FUSED_DECODER, GRAPHS, external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
 from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, timings
 
-ONNX_ENGINES = {"ONNX fp32": "fp32", "ONNX INT8": "quantized", "ONNX q4": "q4"}  # the name of each variant's row
+# Each row: the engine, the export variant and the decoder graph.
+ENGINES = {
+    "PyTorch fp32": ("torch", "fp32", None),
+    "ONNX fp32, fused decoder": ("onnx", "fp32", "fused"),
+    "ONNX fp32, merged decoder": ("onnx", "fp32", "merged"),
+    "ONNX INT8, fused decoder": ("onnx", "quantized", "fused"),
+    "ONNX INT8, merged decoder": ("onnx", "quantized", "merged"),
+    "ONNX q4, fused decoder": ("onnx", "q4", "fused"),
+    "ONNX q4, merged decoder": ("onnx", "q4", "merged"),
+}
+BATCH = 8
 
 
-def full_size_model() -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
+def build_model(quick: bool) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
     tokenizer = train_tokenizer()
-    config = LlavaQwen3Config(
-        vision_config=AutoConfig.for_model(**CLIP_VIT_B_32),
-        text_config=AutoConfig.for_model(**QWEN3_0_6B),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-    )
+    if quick:  # the picture at 224 pixels, as in the real run; a tiny tower and language model
+        config = tiny_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_size=224,
+                             vision_overrides={"patch_size": 32})  # fmt: skip
+    else:
+        config = LlavaQwen3Config(
+            vision_config=AutoConfig.for_model(**CLIP_VIT_B_32),
+            text_config=AutoConfig.for_model(**QWEN3_0_6B),
+            image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        )
     torch.manual_seed(0)
     model = LlavaQwen3ForConditionalGeneration(config).eval()
     finish_generation_config(model.generation_config, tokenizer, config.image_token_id)
@@ -62,108 +80,175 @@ def prompt_picture_and_text(processor: LlavaQwen3Processor) -> tuple[Image.Image
     return image, processor.apply_chat_template(messages, add_generation_prompt=True)
 
 
-def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str) -> dict:
+def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str, batch: int = 1) -> dict:
     image, text = prompt_picture_and_text(processor)
-    return dict(processor(images=[image], text=text, return_tensors=return_tensors))
+    return dict(processor(images=[image] * batch, text=[text] * batch, return_tensors=return_tensors))
 
 
 def timed(generate, repeats: int) -> tuple[float, float, np.ndarray]:
-    """Median time to first token (s) and median decode rate (tokens/s) over `repeats` runs after a warm-up."""
+    """Median time to first token (s) and median decode rate (new tokens/s over all rows) over `repeats` runs after
+    a warm-up, and the last run's tokens."""
     first, rates, tokens = [], [], None
     for run in range(repeats + 1):
         clock = TokenClock()
         start = time.perf_counter()
-        tokens = generate(clock)
+        tokens = np.asarray(generate(clock))
         if run == 0:
             continue  # warm-up
         first.append(clock.stamps[1] - start)
-        rates.append((len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1]))
-    return statistics.median(first), statistics.median(rates), np.asarray(tokens)
+        rates.append(len(tokens) * (len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1]))
+    return statistics.median(first), statistics.median(rates), tokens
 
 
-def decoder_bytes(folder: Path, variant: str) -> int:
-    path = graph_path(folder, "decoder_model_merged", variant)
+def file_bytes(path: Path) -> int:
     data = external_data_path(path)
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def engine_files(folder: Path, variant: str, decoder: str | None) -> tuple[int, int]:
+    """Bytes of the decoder's weights (read once per token) and of all the weights the engine loads."""
+    if decoder is None:  # PyTorch: the fp32 decoder graph holds exactly the language model and head
+        checkpoint = folder.parent / "checkpoint"
+        return file_bytes(graph_path(folder, GRAPHS[2], "fp32")), sum(
+            path.stat().st_size for path in checkpoint.glob("*.safetensors")
+        )
+    decoder_graph = FUSED_DECODER if decoder == "fused" else GRAPHS[2]
+    decoder_bytes = file_bytes(graph_path(folder, decoder_graph, variant))
+    return decoder_bytes, decoder_bytes + sum(file_bytes(graph_path(folder, graph, variant)) for graph in GRAPHS[:2])
+
+
+def peak_resident_bytes() -> int:
+    """The process's resident high-water mark (Linux's VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, threads: int) -> dict:
+    """One engine's figures, in a process of its own."""
+    kind, variant, decoder = ENGINES[engine]
+    torch.set_num_threads(threads)
+    folder = workdir / "export"
+    if kind == "torch":
+        model = LlavaQwen3ForConditionalGeneration.from_pretrained(workdir / "checkpoint").eval()
+        processor = LlavaQwen3Processor.from_pretrained(workdir / "checkpoint")
+
+        def run(clock: TokenClock, batch: int) -> torch.Tensor:
+            inputs = prompt_inputs(processor, "pt", batch)
+            with torch.inference_mode():
+                output = model.generate(
+                    **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=clock
+                )
+            return output[:, inputs["input_ids"].shape[1] :]
+    else:
+        runner = LlavaQwen3OnnxModel(folder, variant=variant, decoder=decoder)
+        processor = runner.processor
+
+        def run(clock: TokenClock, batch: int) -> np.ndarray:
+            inputs = prompt_inputs(processor, "np", batch)
+            output = runner.generate(**inputs, max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)
+            return output[:, inputs["input_ids"].shape[1] :]
+
+    first, rate, tokens = timed(lambda clock: run(clock, 1), repeats)
+    _, batch_rate, _ = timed(lambda clock: run(clock, BATCH), repeats)
+    decoder_bytes, loaded_bytes = engine_files(folder, variant, decoder)
+    return {
+        "ttft_s": first,
+        "decode_tok_s": rate,
+        "batch_tok_s": batch_rate,
+        "tokens": tokens[0].tolist(),
+        "prompt_tokens": int(prompt_inputs(processor, "np")["input_ids"].shape[1]),
+        "peak_rss_bytes": peak_resident_bytes(),
+        "decoder_bytes": decoder_bytes,
+        "loaded_bytes": loaded_bytes,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, help="where the export goes (default: a temporary folder)")
+    parser.add_argument("--workdir", type=Path, help="where the export goes, reused when there (default: temporary)")
     parser.add_argument("--llama-cpp", type=Path, help="folder of llama.cpp's executables, to compare with")
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration: checks the script in seconds")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     if args.llama_cpp:
         check_tools(args.llama_cpp)  # before the long runs, not after them
     threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
 
-    model, processor = full_size_model()
+    model, processor = build_model(args.quick)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="onnx-bench-"))
-    folder = workdir / "export"
-    if not folder.exists():
+    if not (workdir / "checkpoint" / "config.json").is_file():
+        model.save_pretrained(workdir / "checkpoint")
+        processor.save_pretrained(workdir / "checkpoint")
+    if not (workdir / "export").exists():
         start = time.perf_counter()
-        export_onnx(model, folder, processor=processor, quantize=("quantized", "q4"))
-        print(f"export with quantised variants: {time.perf_counter() - start:.0f} s")
+        export_onnx(model, workdir / "export", processor=processor, quantize=("quantized", "q4"), fused_decoder=True)
+        print(f"export with quantised variants and fused decoders: {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"{args.new_tokens} new tokens; batch 1 and {BATCH}; {threads} threads", flush=True)
 
-    inputs = prompt_inputs(processor, "pt")
-    np_inputs = prompt_inputs(processor, "np")
-    n = args.new_tokens
-    prompt_tokens = inputs["input_ids"].shape[1]
-    print(f"prompt: {prompt_tokens} tokens with 1 image; {n} new tokens; {threads} threads")
-
-    def torch_generate(clock: TokenClock) -> torch.Tensor:
-        with torch.inference_mode():
-            return model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=clock)
-
-    results = {"PyTorch fp32": timed(torch_generate, args.repeats)}
-    weights = {"PyTorch fp32": decoder_bytes(folder, "fp32")}
-    for name, variant in ONNX_ENGINES.items():
-        runner = LlavaQwen3OnnxModel(folder, variant=variant)
-
-        def onnx_generate(clock: TokenClock, runner: LlavaQwen3OnnxModel = runner) -> np.ndarray:
-            return runner.generate(**np_inputs, max_new_tokens=n, eos_token_id=[], streamer=clock)
-
-        results[name] = timed(onnx_generate, args.repeats)
-        weights[name] = decoder_bytes(folder, variant)
-        del runner
-    bandwidth = copy_bandwidth()
-
-    reference_tokens = results["PyTorch fp32"][2]
-    base_rate = results["PyTorch fp32"][1]
-    print(f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n")
-    print(
-        "| engine | decoder weights | time to first token | decode | vs PyTorch fp32 | bandwidth floor | "
-        "of floor | tokens equal to PyTorch |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, (first, rate, tokens) in results.items():
-        floor = bandwidth / weights[name]
-        same = int((tokens[0, -n:] == reference_tokens[0, -n:]).cumprod().sum())
+    results = {}
+    spawn = multiprocessing.get_context("spawn")
+    for index, engine in enumerate(ENGINES, 1):
+        with spawn.Pool(1) as pool:
+            results[engine] = pool.apply(measure_engine, (engine, workdir, args.new_tokens, args.repeats, threads))
+        figures = results[engine]
         print(
-            f"| {name} | {weights[name] / 1e9:.2f} GB | {first * 1000:.0f} ms | {rate:.1f} tok/s | "
-            f"{rate / base_rate:.2f}x | {floor:.1f} tok/s | {rate / floor:.0%} | first {same}/{n} |"
+            f"[{index}/{len(ENGINES)}] {engine}: first token {figures['ttft_s'] * 1000:.0f} ms, decode "
+            f"{figures['decode_tok_s']:.3g} tok/s, batch {BATCH} {figures['batch_tok_s']:.3g} tok/s",
+            flush=True,
         )
+    bandwidth = copy_bandwidth()
+    reference = results["PyTorch fp32"]
+    prompt_tokens = reference["prompt_tokens"]
+    print(f"\nprompt: {prompt_tokens} tokens with 1 image; copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n")
+    print(
+        f"| engine | decoder weights | time to first token | prompt | decode | vs PyTorch fp32 | bandwidth floor | "
+        f"of floor | batch {BATCH} | batch {BATCH} / batch 1 | peak memory | of loaded weights | "
+        "tokens equal to PyTorch |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for engine, figures in results.items():
+        floor = bandwidth / figures["decoder_bytes"]
+        same = int(np.cumprod(np.equal(figures["tokens"], reference["tokens"])).sum())
+        print(
+            f"| {engine} | {figures['decoder_bytes'] / 1e9:.3g} GB | {figures['ttft_s'] * 1000:.3g} ms | "
+            f"{prompt_tokens / figures['ttft_s']:.3g} tok/s | {figures['decode_tok_s']:.3g} tok/s | "
+            f"{figures['decode_tok_s'] / reference['decode_tok_s']:.2f}x | {floor:.3g} tok/s | "
+            f"{figures['decode_tok_s'] / floor:.0%} | {figures['batch_tok_s']:.3g} tok/s | "
+            f"{figures['batch_tok_s'] / figures['decode_tok_s']:.2f}x | {figures['peak_rss_bytes'] / 1e9:.3g} GB | "
+            f"{figures['peak_rss_bytes'] / figures['loaded_bytes']:.2f}x | first {same}/{len(reference['tokens'])} |"
+        )
+    report = {"bandwidth_bytes_per_s": bandwidth, "engines": results}
     if args.llama_cpp:
         image, prompt = prompt_picture_and_text(processor)
         gguf = export_variants(model, processor, workdir, args.llama_cpp)
-        llama = timings(gguf, args.llama_cpp, prompt, image, n, args.repeats, threads)
+        llama = timings(gguf, args.llama_cpp, prompt, image, args.new_tokens, args.repeats, threads)
+        report["llama.cpp"] = {variant: vars(figures) for variant, figures in llama.items()}
         print(
-            "\n| ONNX variant | time to first token | decode | llama.cpp | language model file | time to first token | "
-            "decode | tokens equal to PyTorch | ONNX / llama.cpp decode rate | llama.cpp / ONNX time to first token |"
+            "\n| ONNX, fused decoder | time to first token | prompt | decode | llama.cpp | language model file | "
+            "time to first token | prompt | decode | tokens equal to PyTorch | ONNX / llama.cpp decode | "
+            "ONNX / llama.cpp prompt |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for name, variant in ONNX_ENGINES.items():
-            first, rate, _ = results[name]
-            measured = llama[variant]
-            same = int((np.asarray(measured.tokens) == reference_tokens[0, -n:]).cumprod().sum())
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for engine, (_, variant, decoder) in ENGINES.items():
+            if decoder != "fused":
+                continue
+            ours, theirs = results[engine], llama[variant]
+            same = int(np.cumprod(np.equal(theirs.tokens, reference["tokens"])).sum())
+            ours_prompt, theirs_prompt = prompt_tokens / ours["ttft_s"], theirs.prompt_tokens / theirs.ttft_s
             print(
-                f"| {name} | {first * 1000:.0f} ms | {rate:.1f} tok/s | {GGUF_TYPES[variant]} | "
-                f"{measured.language_model_bytes / 1e9:.2f} GB | {measured.ttft_s * 1000:.0f} ms | "
-                f"{measured.decode_tok_s:.1f} tok/s | first {same}/{n} | {rate / measured.decode_tok_s:.2f}x | "
-                f"{measured.ttft_s / first:.2f}x |"
+                f"| {engine.split(',')[0]} | {ours['ttft_s'] * 1000:.3g} ms | {ours_prompt:.3g} tok/s | "
+                f"{ours['decode_tok_s']:.3g} tok/s | {GGUF_TYPES[variant]} | "
+                f"{theirs.language_model_bytes / 1e9:.3g} GB | "
+                f"{theirs.ttft_s * 1000:.3g} ms | {theirs_prompt:.3g} tok/s | {theirs.decode_tok_s:.3g} tok/s | "
+                f"first {same}/{len(reference['tokens'])} | {ours['decode_tok_s'] / theirs.decode_tok_s:.2f}x | "
+                f"{ours_prompt / theirs_prompt:.2f}x |"
             )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,15 +39,15 @@ def write_page_command(*args: str, env: dict | None = None) -> subprocess.Comple
 
 
 def runner_tokens(folder: Path, processor, question: str, picture: Path | None) -> tuple[list[int], np.ndarray, list]:
-    """The onnxruntime runner's greedy new tokens (INT8 graphs: transformers.js' q8), with the prompt's ids and pixel
-    values as the Python processor makes them."""
+    """The onnxruntime runner's greedy new tokens on the graphs the page runs (INT8: transformers.js' q8, and its
+    merged decoder), with the prompt's ids and pixel values as the Python processor makes them."""
     from PIL import Image
 
     from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 
     images = [Image.open(picture)] if picture else None
     inputs = processor(images=images, text=[user_prompt(processor, question, 1 if picture else 0)], return_tensors="np")
-    output = LlavaQwen3OnnxModel(folder, variant="quantized").generate(**inputs, max_new_tokens=MAX_NEW_TOKENS)
+    output = LlavaQwen3OnnxModel(folder, variant="quantized", decoder="merged").generate(**inputs, max_new_tokens=MAX_NEW_TOKENS)
     prompt = inputs["input_ids"][0].tolist()
     return output[0, len(prompt) :].tolist(), inputs.get("pixel_values"), prompt
 

@@ -4,7 +4,8 @@ Three graphs, exported with `torch.onnx.export` (the torch.export-based exporter
 `vision_encoder` (tower and projector), `embed_tokens` and `decoder_model_merged` (Qwen3 and the LM head, one graph
 for prefill and decoding: an empty past is the prefill step). `llava_qwen3.inference.onnx_layout` documents the layout
 and `llava_qwen3.inference.onnx_runner` runs it. The config, generation config and processor files go beside them, so
-the folder generates on its own.
+the folder generates on its own. Where onnxruntime-genai's model builder runs (transformers 5), each variant also
+gets the fused CPU decoder it builds (`fused_decoder`), which `LlavaQwen3OnnxModel` prefers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .build import load_source_config
+from .fused_decoder import BUILDER_PRECISIONS, build_fused_decoder, builder_unavailable, check_builder
 from .quantize_onnx import QUANTIZATIONS, quantize_export
 from .writing import check_output_folder, print_folder, staged_folder
 
@@ -164,18 +166,24 @@ def export_onnx(
     processor: LlavaQwen3Processor | None = None,
     quantize: tuple[str, ...] = ("quantized",),
     external_data: bool | None = None,
+    fused_decoder: bool | None = None,
 ) -> Path:
     """Exports a checkpoint (a folder, repo id or loaded model with its `processor`) to the folder `output`.
 
     `quantize` names the variants to add beside the float32 graphs (see `QUANTIZATIONS`). `external_data` forces
     weights into `<file>.onnx_data` files (True) or into the graphs (False); by default only graphs past protobuf's
-    limit use them. The folder is written whole or not at all.
+    limit use them. `fused_decoder` adds the fused CPU decoder of each variant (True), leaves it out (False), or adds it
+    where onnxruntime-genai's builder runs (None). The folder is written whole or not at all.
     """
     output = Path(output)
     check_output_folder(output)
     unknown = [name for name in quantize if name not in QUANTIZATIONS]
     if unknown:
         raise ValueError(f"--quantize {unknown[0]!r} is unknown; expected any of {', '.join(QUANTIZATIONS)}.")
+    if fused_decoder is None:
+        fused_decoder = builder_unavailable() is None
+    elif fused_decoder:
+        check_builder()  # before the long export, not after it
     if isinstance(checkpoint, LlavaQwen3ForConditionalGeneration):
         if processor is None:
             raise ValueError("pass the processor with a loaded model.")
@@ -190,6 +198,10 @@ def export_onnx(
         export_graphs(model, staging, external_data)
         for variant in quantize:
             quantize_export(staging, variant)
+        if fused_decoder:
+            for variant in ("fp32", *quantize):
+                if variant in BUILDER_PRECISIONS:
+                    build_fused_decoder(model, staging, variant, external_data)
         write_side_files(model, processor, staging)
     return output
 
@@ -212,13 +224,23 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="weights in <file>.onnx_data files: only past 2 GB (auto), always, or never",
     )
+    parser.add_argument(
+        "--fused-decoder",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="add the fused CPU decoder of each variant, built by onnxruntime-genai (faster on onnxruntime; needs "
+        "transformers 5): where the builder runs (auto), always, or never",
+    )
     args = parser.parse_args(argv)
     external_data = {"auto": None, "always": True, "never": False}[args.external_data]
+    fused_decoder = {"auto": None, "always": True, "never": False}[args.fused_decoder]
     if "none" in args.quantize and len(args.quantize) > 1:
         parser.error("--quantize none means fp32 only; it cannot be combined with variants.")
     quantize = tuple(name for name in args.quantize if name != "none")
     with exit_on_error(parser):
-        export_onnx(args.checkpoint, args.output, quantize=quantize, external_data=external_data)
+        export_onnx(
+            args.checkpoint, args.output, quantize=quantize, external_data=external_data, fused_decoder=fused_decoder
+        )
     print_folder(args.output)
     print_folder(args.output / "onnx")
 

@@ -35,7 +35,7 @@ class OnnxBackend(InferenceBackend):
 
     @property
     def device(self) -> str:
-        providers = self.runner.sessions["decoder_model_merged"].get_providers()
+        providers = self.runner.decoder_session.get_providers()
         return "cuda" if providers[0] == "CUDAExecutionProvider" else "cpu"
 
     def encode(self, record: dict[str, Any], processor: LlavaQwen3Processor | None = None) -> BatchFeature:

@@ -9,8 +9,19 @@ The folder has the layout of transformers.js' image-text-to-text models (onnx-co
                                             -> logits, present.{i}.key/value (an empty past is the prefill step)
     onnx/quantization.json                  how each quantised variant was made
 
-where the suffix names the variant ("" for fp32, "_quantized" for INT8, "_q4" for 4-bit) and weights past
-protobuf's 2 GB limit lie beside their graph in `<file>.onnx_data`.
+and, beside them, for onnxruntime on CPU (transformers.js does not read it):
+
+    onnx/decoder_fused{suffix}.onnx         inputs_embeds, attention_mask, past_key_values.{i}.key/value
+                                            -> logits of the last position, present.{i}.key/value
+    onnx/decoder_fused.json                 how each was built
+
+built by onnxruntime-genai's model builder from the same language model: fused operators (GroupQueryAttention with
+rotary embedding inside, SkipSimplifiedLayerNormalization, one MatMul for q/k/v and one for gate/up, MatMulNBits
+weights for the quantised variants) and a cache its caller preallocates, passed as both past and present so no step
+copies it. Its attention mask only counts each row's tokens: a row's cache fills from position 0.
+
+The suffix names the variant ("" for fp32, "_quantized" for INT8, "_q4" for 4-bit) and weights past protobuf's 2 GB
+limit lie beside their graph in `<file>.onnx_data`.
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ VARIANT_SUFFIXES = {
     "q4": "_q4",
 }
 QUANTIZATION_RECORD = "quantization.json"
+FUSED_DECODER = "decoder_fused"  # optional, per variant
+FUSED_DECODER_RECORD = "decoder_fused.json"
 PAST, PRESENT = "past_key_values", "present"  # prefixes of the decoder's cache inputs and outputs
 # Protobuf cannot serialise a message past 2 GiB; leave room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -51,6 +64,16 @@ def external_data_path(graph: Path) -> Path:
     return graph.with_name(f"{graph.name}_data")
 
 
+def variant_of(graph: str, variant: str | dict[str, str]) -> str:
+    """The variant `graph` is loaded in: the one name, or the graph's own entry of a dict (fp32 where it has none)."""
+    return variant.get(graph, "fp32") if isinstance(variant, dict) else variant
+
+
+def has_fused_decoder(folder: str | Path, variant: str) -> bool:
+    """Whether the export holds the fused CPU decoder of `variant`."""
+    return graph_path(folder, FUSED_DECODER, variant).is_file()
+
+
 def available_variants(folder: str | Path) -> list[str]:
     """The variants whose three graphs are all in `folder`."""
     return [name for name in VARIANT_SUFFIXES if all(graph_path(folder, graph, name).is_file() for graph in GRAPHS)]
@@ -68,7 +91,7 @@ def check_export_folder(folder: str | Path, variant: str | dict[str, str] = "fp3
         unknown = sorted(set(variant) - set(GRAPHS))
         if unknown:
             raise ValueError(f"variant names graph {unknown[0]!r}, which is not one of {', '.join(GRAPHS)}.")
-        variants = {graph: variant.get(graph, "fp32") for graph in GRAPHS}
+        variants = {graph: variant_of(graph, variant) for graph in GRAPHS}
     elif isinstance(variant, str):
         variants = dict.fromkeys(GRAPHS, variant)
     else:

@@ -1,7 +1,8 @@
 """Generate from an ONNX export with onnxruntime alone: no torch at inference.
 
 The export folder's layout is described in `onnx_layout`. `LlavaQwen3OnnxModel.generate` mirrors `model.generate`
-of transformers on the processor's numpy outputs.
+of transformers on the processor's numpy outputs; it decodes on the fused CPU decoder where the export has one for the
+variant, on transformers.js' merged decoder otherwise (`onnx_decoders`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import onnxruntime
 
 from ..modeling import LlavaQwen3Config
 from ..processing import LlavaQwen3Processor
-from .onnx_layout import PAST, cache_names, check_export_folder
+from .onnx_decoders import FusedGraphDecoding, MergedGraphDecoding
+from .onnx_layout import FUSED_DECODER, check_export_folder, graph_path, has_fused_decoder, variant_of
 from .sampling import (
     check_max_new_tokens,
     check_sampling,
@@ -36,6 +38,8 @@ class LlavaQwen3OnnxModel:
     """LLaVA-Qwen3 on onnxruntime: the exported graphs, the config and generation config, and the processor.
 
     `variant` picks the graphs ("fp32", "quantized", "q4", ...); a dict maps each graph name to its own variant.
+    `decoder` picks the decoder graph: "fused" (onnxruntime-genai's, where the export has it for the decoder's
+    variant), "merged" (transformers.js'), or "auto" (fused where there is one).
     """
 
     def __init__(
@@ -44,10 +48,15 @@ class LlavaQwen3OnnxModel:
         variant: str | dict[str, str] = "fp32",
         providers: list[str] | None = None,
         session_options: onnxruntime.SessionOptions | None = None,
+        decoder: str = "auto",
     ) -> None:
         self.folder = Path(folder)
         paths = check_export_folder(self.folder, variant)
         self.variant = variant
+        decoder_variant = variant_of("decoder_model_merged", variant)
+        self.decoder_graph = self._choose_decoder(decoder, decoder_variant)
+        if self.decoder_graph == FUSED_DECODER:  # only the decoder that runs is loaded
+            paths["decoder_model_merged"] = graph_path(self.folder, FUSED_DECODER, decoder_variant)
         self.config = LlavaQwen3Config.from_pretrained(self.folder)
         generation_path = self.folder / "generation_config.json"
         self.generation_config = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
@@ -57,11 +66,12 @@ class LlavaQwen3OnnxModel:
             graph: onnxruntime.InferenceSession(path, session_options, providers=providers)
             for graph, path in paths.items()
         }
+        self.decoder_session = self.sessions.pop("decoder_model_merged")
         text = self.config.text_config
         self.num_layers = text.num_hidden_layers
         self.vocab_size = text.vocab_size
         self.max_positions = text.max_position_embeddings
-        self.empty_cache_shape = (text.num_key_value_heads, 0, self.config.text_head_dim)  # per batch row
+        self.cache_row_shape = (text.num_key_value_heads, self.config.text_head_dim)  # per row and position
         self.image_token_id = self.config.image_token_id
 
     @classmethod
@@ -87,24 +97,13 @@ class LlavaQwen3OnnxModel:
         embeds[placeholders] = features
         return embeds
 
-    def forward(
-        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, past: list[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Logits of every input position and the cache to pass on; `past=None` is the prefill step."""
-        batch, length = inputs_embeds.shape[:2]
-        if past is None:
-            past = [np.zeros((batch, *self.empty_cache_shape), np.float32)] * (2 * self.num_layers)
-        # As transformers does: positions count the real tokens, so a left-padded row starts at 0.
-        position_ids = np.cumsum(attention_mask, axis=-1) - 1
-        position_ids[attention_mask == 0] = 1
-        feed = {
-            "inputs_embeds": inputs_embeds,
-            "attention_mask": attention_mask,
-            "position_ids": position_ids[:, -length:],
-        }
-        feed.update(zip(cache_names(PAST, self.num_layers), past, strict=True))
-        logits, *present = self.sessions["decoder_model_merged"].run(None, feed)
-        return logits, present
+    def start_decoding(
+        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray
+    ) -> FusedGraphDecoding | MergedGraphDecoding:
+        """Computes the prompt (left-padded `attention_mask`); the result's `logits` are each row's next-token logits
+        and its `advance(inputs_embeds)` computes one more position per row."""
+        decoding = FusedGraphDecoding if self.decoder_graph == FUSED_DECODER else MergedGraphDecoding
+        return decoding(self.decoder_session, self.num_layers, self.cache_row_shape, inputs_embeds, attention_mask)
 
     def generate(
         self,
@@ -147,10 +146,9 @@ class LlavaQwen3OnnxModel:
         finished = np.zeros(len(input_ids), dtype=bool)
         if streamer is not None:
             streamer.put(input_ids)
-        inputs_embeds, past = self.embed(input_ids, pixel_values), None
-        for _ in range(settings["max_new_tokens"]):
-            logits, past = self.forward(inputs_embeds, attention_mask, past)
-            scores = logits[:, -1].astype(np.float32)
+        decoding = self.start_decoding(self.embed(input_ids, pixel_values), attention_mask)
+        scores = decoding.logits
+        for step in range(settings["max_new_tokens"]):
             scores[:, settings["suppress_tokens"]] = -np.inf
             for processor in logits_processor:
                 scores = processor(sequences, scores)
@@ -164,13 +162,24 @@ class LlavaQwen3OnnxModel:
             finished |= np.isin(tokens, settings["eos_token_id"])
             for criterion in stopping_criteria:
                 finished |= np.asarray(criterion(sequences, scores), dtype=bool)
-            if finished.all():
+            if finished.all() or step == settings["max_new_tokens"] - 1:
                 break
-            attention_mask = np.concatenate([attention_mask, np.ones_like(tokens[:, None])], axis=1)
-            inputs_embeds = self.embed(tokens[:, None])
+            scores = decoding.advance(self.embed(tokens[:, None]))
         if streamer is not None:
             streamer.end()
         return sequences
+
+    def _choose_decoder(self, decoder: str, variant: str) -> str:
+        if decoder not in ("auto", "fused", "merged"):
+            raise ValueError(f"decoder must be 'auto', 'fused' or 'merged', got {decoder!r}.")
+        fused = has_fused_decoder(self.folder, variant)
+        if decoder == "fused" and not fused:
+            raise ValueError(
+                f"{self.folder} has no fused decoder for the {variant!r} variant "
+                f"({graph_path(self.folder, FUSED_DECODER, variant).name}); export with `llava-qwen3-export-onnx "
+                "--fused-decoder always` (transformers 5), or use decoder='merged'."
+            )
+        return FUSED_DECODER if decoder == "fused" or (decoder == "auto" and fused) else "decoder_model_merged"
 
     def _checked_pixels(self, pixel_values: Any) -> np.ndarray:
         try:
