@@ -1,7 +1,8 @@
 """The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations and
 this model's INT8 load option (its real-size figures are in docs/performance.md): every figure finite and positive,
 and every ratio in its tables the ratio of the figures it prints, or of the raw figures it writes, within rounding.
-The answer-growth benchmark likewise: each engine's growth the ratio of its figures, and against `generate`'s."""
+The answer-growth benchmark likewise: each engine's growth the ratio of its figures, and against `generate`'s. The ONNX
+benchmark likewise: every engine in its own process, each ratio of its table that of its raw figures."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ def _tables(stdout: str, towers: list[str]) -> dict[str, dict[str, list[str]]]:
         rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
         tables[tower] = {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
     return tables
+
+
+def _table_rows(stdout: str, header: str) -> list[list[str]]:
+    """The cells of each row of the table whose header line starts with `header`."""
+    lines = stdout.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2 :]:  # past the header and its separator
+        if not line.startswith("| "):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
 
 
 # The rows that print one ratio per implementation, from figures the table does not print: a label's beginning, the
@@ -190,3 +203,32 @@ def test_answer_growth_benchmark_reports_each_engines_growth_against_generate(tm
         printed = re.search(rf"^{name} +([0-9.]+) +([0-9.]+) +([0-9.]+)x +([0-9.]+)x$", result.stdout, flags=re.M)
         assert printed is not None, result.stdout
         _assert_ratio(printed.group(4) + "x", measured["growth_vs_generate"])
+
+
+def test_onnx_benchmark_reports_every_engine_against_pytorch_and_its_floor(tmp_path):
+    output = tmp_path / "onnx.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "onnx_generation.py"), "--quick", "--new-tokens", "6",
+        "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.findall(r"^\[(\d)/7\] ", result.stdout, flags=re.M) == [str(index) for index in range(1, 8)]  # progress
+
+    report = json.loads(output.read_text())
+    engines = report["engines"]
+    rows = {row[0]: row for row in _table_rows(result.stdout, "| engine | decoder weights")}
+    assert set(engines) == set(rows) and len(engines) == 7
+    bandwidth = report["bandwidth_bytes_per_s"]
+    for engine, figures in engines.items():
+        for key in ("ttft_s", "decode_tok_s", "batch_tok_s", "peak_rss_bytes", "decoder_bytes", "loaded_bytes"):
+            assert math.isfinite(figures[key]) and figures[key] > 0, (engine, key)
+        assert len(figures["tokens"]) == 6
+        row = rows[engine]
+        _assert_ratio(row[5], figures["decode_tok_s"] / engines["PyTorch fp32"]["decode_tok_s"])
+        _assert_ratio(row[9], figures["batch_tok_s"] / figures["decode_tok_s"])
+        _assert_ratio(row[11], figures["peak_rss_bytes"] / figures["loaded_bytes"])
+        floor = bandwidth / figures["decoder_bytes"]
+        assert abs(_number(row[6]) / floor - 1) <= FIGURE_ROUNDING
+    # fp32 on either decoder graph is PyTorch's own arithmetic: the same greedy tokens.
+    assert rows["ONNX fp32, fused decoder"][12] == rows["ONNX fp32, merged decoder"][12] == "first 6/6"

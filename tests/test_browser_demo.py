@@ -47,7 +47,9 @@ def runner_tokens(folder: Path, processor, question: str, picture: Path | None) 
 
     images = [Image.open(picture)] if picture else None
     inputs = processor(images=images, text=[user_prompt(processor, question, 1 if picture else 0)], return_tensors="np")
-    output = LlavaQwen3OnnxModel(folder, variant="quantized", decoder="merged").generate(**inputs, max_new_tokens=MAX_NEW_TOKENS)
+    output = LlavaQwen3OnnxModel(folder, variant="quantized", decoder="merged").generate(
+        **inputs, max_new_tokens=MAX_NEW_TOKENS
+    )
     prompt = inputs["input_ids"][0].tolist()
     return output[0, len(prompt) :].tolist(), inputs.get("pixel_values"), prompt
 

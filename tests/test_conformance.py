@@ -119,7 +119,8 @@ report = {"rank": int(os.environ["RANK"]), "local_rows": weight.to_local().shape
           "logits": logits[0, -1, :8].tolist(), "tokens": tokens}
 with open(os.path.join(sys.argv[3], f"rank{report['rank']}.json"), "w") as file:
     json.dump(report, file)
-# an orderly end: left to interpreter exit, gloo's threads can abort a rank ("terminate called without an active exception")
+# An orderly end: left to interpreter exit, gloo's threads can abort a rank ("terminate called without an active
+# exception", seen in CI).
 torch.distributed.barrier()
 torch.distributed.destroy_process_group()
 """
