@@ -34,7 +34,7 @@ from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, Ll
 from llava_qwen3.conversion.build import finish_generation_config
 from llava_qwen3.conversion.export_onnx import export_onnx
 from llava_qwen3.conversion.tiny import image_processor_for, tiny_config, train_tokenizer
-from llava_qwen3.inference.onnx_layout import FUSED_DECODER, GRAPHS, external_data_path, graph_path
+from llava_qwen3.inference.onnx_layout import FUSED_DECODER, GRAPHS, MERGED_DECODER, external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
@@ -109,12 +109,12 @@ def engine_files(folder: Path, variant: str, decoder: str | None) -> tuple[int, 
     """Bytes of the decoder's weights (read once per token) and of all the weights the engine loads."""
     if decoder is None:  # PyTorch: the fp32 decoder graph holds exactly the language model and head
         checkpoint = folder.parent / "checkpoint"
-        return file_bytes(graph_path(folder, GRAPHS[2], "fp32")), sum(
+        return file_bytes(graph_path(folder, MERGED_DECODER, "fp32")), sum(
             path.stat().st_size for path in checkpoint.glob("*.safetensors")
         )
-    decoder_graph = FUSED_DECODER if decoder == "fused" else GRAPHS[2]
-    decoder_bytes = file_bytes(graph_path(folder, decoder_graph, variant))
-    return decoder_bytes, decoder_bytes + sum(file_bytes(graph_path(folder, graph, variant)) for graph in GRAPHS[:2])
+    decoder_bytes = file_bytes(graph_path(folder, FUSED_DECODER if decoder == "fused" else MERGED_DECODER, variant))
+    others = [graph for graph in GRAPHS if graph != MERGED_DECODER]
+    return decoder_bytes, decoder_bytes + sum(file_bytes(graph_path(folder, graph, variant)) for graph in others)
 
 
 def peak_resident_bytes() -> int:
@@ -128,6 +128,7 @@ def peak_resident_bytes() -> int:
 def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, threads: int) -> dict:
     """One engine's figures, in a process of its own."""
     kind, variant, decoder = ENGINES[engine]
+    imports_bytes = peak_resident_bytes()  # Python, torch, transformers, onnxruntime: before any weight
     torch.set_num_threads(threads)
     folder = workdir / "export"
     if kind == "torch":
@@ -160,6 +161,7 @@ def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, th
         "tokens": tokens[0].tolist(),
         "prompt_tokens": int(prompt_inputs(processor, "np")["input_ids"].shape[1]),
         "peak_rss_bytes": peak_resident_bytes(),
+        "imports_rss_bytes": imports_bytes,
         "decoder_bytes": decoder_bytes,
         "loaded_bytes": loaded_bytes,
     }
@@ -189,6 +191,7 @@ def main() -> None:
         print(f"export with quantised variants and fused decoders: {time.perf_counter() - start:.0f} s", flush=True)
     print(f"{args.new_tokens} new tokens; batch 1 and {BATCH}; {threads} threads", flush=True)
 
+    bandwidth_before = copy_bandwidth()
     results = {}
     spawn = multiprocessing.get_context("spawn")
     for index, engine in enumerate(ENGINES, 1):
@@ -200,17 +203,19 @@ def main() -> None:
             f"{figures['decode_tok_s']:.3g} tok/s, batch {BATCH} {figures['batch_tok_s']:.3g} tok/s",
             flush=True,
         )
-    bandwidth = copy_bandwidth()
+    # The best of two measurements: on a shared machine, a neighbour's load only ever lowers it.
+    bandwidth = max(bandwidth_before, copy_bandwidth())
     reference = results["PyTorch fp32"]
     prompt_tokens = reference["prompt_tokens"]
     print(f"\nprompt: {prompt_tokens} tokens with 1 image; copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n")
     print(
         f"| engine | decoder weights | time to first token | prompt | decode | vs PyTorch fp32 | bandwidth floor | "
-        f"of floor | batch {BATCH} | batch {BATCH} / batch 1 | peak memory | of loaded weights | "
+        f"of floor | batch {BATCH} | batch {BATCH} / batch 1 | peak memory | of loaded weights | beyond the imports | "
         "tokens equal to PyTorch |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for engine, figures in results.items():
+        beyond_imports = (figures["peak_rss_bytes"] - figures["imports_rss_bytes"]) / figures["loaded_bytes"]
         floor = bandwidth / figures["decoder_bytes"]
         same = int(np.cumprod(np.equal(figures["tokens"], reference["tokens"])).sum())
         print(
@@ -219,7 +224,8 @@ def main() -> None:
             f"{figures['decode_tok_s'] / reference['decode_tok_s']:.2f}x | {floor:.3g} tok/s | "
             f"{figures['decode_tok_s'] / floor:.0%} | {figures['batch_tok_s']:.3g} tok/s | "
             f"{figures['batch_tok_s'] / figures['decode_tok_s']:.2f}x | {figures['peak_rss_bytes'] / 1e9:.3g} GB | "
-            f"{figures['peak_rss_bytes'] / figures['loaded_bytes']:.2f}x | first {same}/{len(reference['tokens'])} |"
+            f"{figures['peak_rss_bytes'] / figures['loaded_bytes']:.2f}x | {beyond_imports:.2f}x | "
+            f"first {same}/{len(reference['tokens'])} |"
         )
     report = {"bandwidth_bytes_per_s": bandwidth, "engines": results}
     if args.llama_cpp:

@@ -221,14 +221,17 @@ def test_onnx_benchmark_reports_every_engine_against_pytorch_and_its_floor(tmp_p
     assert set(engines) == set(rows) and len(engines) == 7
     bandwidth = report["bandwidth_bytes_per_s"]
     for engine, figures in engines.items():
-        for key in ("ttft_s", "decode_tok_s", "batch_tok_s", "peak_rss_bytes", "decoder_bytes", "loaded_bytes"):
+        for key in ("ttft_s", "decode_tok_s", "batch_tok_s", "peak_rss_bytes", "imports_rss_bytes", "loaded_bytes"):
             assert math.isfinite(figures[key]) and figures[key] > 0, (engine, key)
         assert len(figures["tokens"]) == 6
         row = rows[engine]
         _assert_ratio(row[5], figures["decode_tok_s"] / engines["PyTorch fp32"]["decode_tok_s"])
         _assert_ratio(row[9], figures["batch_tok_s"] / figures["decode_tok_s"])
         _assert_ratio(row[11], figures["peak_rss_bytes"] / figures["loaded_bytes"])
+        beyond_imports = figures["peak_rss_bytes"] - figures["imports_rss_bytes"]
+        assert beyond_imports > 0
+        _assert_ratio(row[12], beyond_imports / figures["loaded_bytes"])
         floor = bandwidth / figures["decoder_bytes"]
         assert abs(_number(row[6]) / floor - 1) <= FIGURE_ROUNDING
     # fp32 on either decoder graph is PyTorch's own arithmetic: the same greedy tokens.
-    assert rows["ONNX fp32, fused decoder"][12] == rows["ONNX fp32, merged decoder"][12] == "first 6/6"
+    assert rows["ONNX fp32, fused decoder"][13] == rows["ONNX fp32, merged decoder"][13] == "first 6/6"

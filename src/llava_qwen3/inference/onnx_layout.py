@@ -29,7 +29,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
+MERGED_DECODER = "decoder_model_merged"
+GRAPHS = ("vision_encoder", "embed_tokens", MERGED_DECODER)
 # The file suffixes transformers.js looks for; its dtype "q8" loads the "_quantized" files.
 VARIANT_SUFFIXES = {
     "fp32": "",

@@ -18,7 +18,14 @@ import onnxruntime
 from ..modeling import LlavaQwen3Config
 from ..processing import LlavaQwen3Processor
 from .onnx_decoders import FusedGraphDecoding, MergedGraphDecoding
-from .onnx_layout import FUSED_DECODER, check_export_folder, graph_path, has_fused_decoder, variant_of
+from .onnx_layout import (
+    FUSED_DECODER,
+    MERGED_DECODER,
+    check_export_folder,
+    graph_path,
+    has_fused_decoder,
+    variant_of,
+)
 from .sampling import (
     check_max_new_tokens,
     check_sampling,
@@ -53,10 +60,10 @@ class LlavaQwen3OnnxModel:
         self.folder = Path(folder)
         paths = check_export_folder(self.folder, variant)
         self.variant = variant
-        decoder_variant = variant_of("decoder_model_merged", variant)
+        decoder_variant = variant_of(MERGED_DECODER, variant)
         self.decoder_graph = self._choose_decoder(decoder, decoder_variant)
         if self.decoder_graph == FUSED_DECODER:  # only the decoder that runs is loaded
-            paths["decoder_model_merged"] = graph_path(self.folder, FUSED_DECODER, decoder_variant)
+            paths[MERGED_DECODER] = graph_path(self.folder, FUSED_DECODER, decoder_variant)
         self.config = LlavaQwen3Config.from_pretrained(self.folder)
         generation_path = self.folder / "generation_config.json"
         self.generation_config = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
@@ -66,7 +73,7 @@ class LlavaQwen3OnnxModel:
             graph: onnxruntime.InferenceSession(path, session_options, providers=providers)
             for graph, path in paths.items()
         }
-        self.decoder_session = self.sessions.pop("decoder_model_merged")
+        self.decoder_session = self.sessions.pop(MERGED_DECODER)
         text = self.config.text_config
         self.num_layers = text.num_hidden_layers
         self.vocab_size = text.vocab_size
@@ -179,7 +186,7 @@ class LlavaQwen3OnnxModel:
                 f"({graph_path(self.folder, FUSED_DECODER, variant).name}); export with `llava-qwen3-export-onnx "
                 "--fused-decoder always` (transformers 5), or use decoder='merged'."
             )
-        return FUSED_DECODER if decoder == "fused" or (decoder == "auto" and fused) else "decoder_model_merged"
+        return FUSED_DECODER if decoder == "fused" or (decoder == "auto" and fused) else MERGED_DECODER
 
     def _checked_pixels(self, pixel_values: Any) -> np.ndarray:
         try:
