@@ -76,12 +76,7 @@ class FusedGraphDecoding:
         self.cache = self._allocate(batch, max(FIRST_CACHE_ROOM, length + 1))
         self.logits = np.concatenate(
             [
-                self._run(
-                    self.cache,
-                    row,
-                    inputs_embeds[row : row + 1, length - self.lengths[row] :],
-                    self.lengths[row : row + 1],
-                )
+                self._run(row, inputs_embeds[row : row + 1, length - self.lengths[row] :], self.lengths[row : row + 1])
                 for row in range(batch)
             ]
         )
@@ -95,16 +90,14 @@ class FusedGraphDecoding:
             for old, new in zip(self.cache, grown, strict=True):
                 new[:, :, :room] = old
             self.cache = grown
-        self.logits = self._run(self.cache, slice(None), inputs_embeds, self.lengths)
+        self.logits = self._run(slice(None), inputs_embeds, self.lengths)
         return self.logits
 
     def _allocate(self, batch: int, room: int) -> list[np.ndarray]:
         heads, head_dim = self.cache_row_shape
         return [np.zeros((batch, heads, room, head_dim), np.float32) for _ in range(2 * self.num_layers)]
 
-    def _run(
-        self, cache: list[np.ndarray], rows: int | slice, inputs_embeds: np.ndarray, lengths: np.ndarray
-    ) -> np.ndarray:
+    def _run(self, rows: int | slice, inputs_embeds: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Runs `rows` of the batch (one row, or all) on their slice of the cache; `lengths` counts each row's
         positions after this step."""
         rows = slice(rows, rows + 1) if isinstance(rows, (int, np.integer)) else rows
@@ -112,7 +105,7 @@ class FusedGraphDecoding:
         binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
         binding.bind_cpu_input("attention_mask", (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64))
         for past, present, layer_cache in zip(
-            cache_names(PAST, self.num_layers), cache_names(PRESENT, self.num_layers), cache, strict=True
+            cache_names(PAST, self.num_layers), cache_names(PRESENT, self.num_layers), self.cache, strict=True
         ):
             shared = onnxruntime.OrtValue.ortvalue_from_numpy(layer_cache[rows])  # a view: the graph writes in place
             binding.bind_ortvalue_input(past, shared)
