@@ -24,7 +24,7 @@ from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .build import load_source_config
-from .fused_decoder import BUILDER_PRECISIONS, build_fused_decoder, builder_unavailable, check_builder
+from .fused_decoder import BUILDER_PRECISIONS, build_fused_decoders, builder_unavailable, check_builder
 from .quantize_onnx import QUANTIZATIONS, quantize_export
 from .writing import check_output_folder, print_folder, staged_folder
 
@@ -199,9 +199,8 @@ def export_onnx(
         for variant in quantize:
             quantize_export(staging, variant)
         if fused_decoder:
-            for variant in ("fp32", *quantize):
-                if variant in BUILDER_PRECISIONS:
-                    build_fused_decoder(model, staging, variant, external_data)
+            variants = tuple(variant for variant in ("fp32", *quantize) if variant in BUILDER_PRECISIONS)
+            build_fused_decoders(model, staging, variants, external_data)
         write_side_files(model, processor, staging)
     return output
 

@@ -71,37 +71,48 @@ def write_language_model(model: LlavaQwen3ForConditionalGeneration, folder: Path
     )
 
 
-def build_fused_decoder(
-    model: LlavaQwen3ForConditionalGeneration, folder: Path, variant: str, external_data: bool | None = None
-) -> Path:
-    """Writes the fused decoder of `variant` into the export `folder` and records how; returns its path."""
-    if variant not in BUILDER_PRECISIONS:
-        raise ValueError(f"the fused decoder has no {variant!r} variant; it has {', '.join(BUILDER_PRECISIONS)}.")
+def build_fused_decoders(
+    model: LlavaQwen3ForConditionalGeneration,
+    folder: Path,
+    variants: tuple[str, ...],
+    external_data: bool | None = None,
+) -> list[Path]:
+    """Writes the fused decoder of each of `variants` into the export `folder` and records how; returns their paths.
+    The language model is written for the builder once, whatever the number of variants."""
+    unknown = [variant for variant in variants if variant not in BUILDER_PRECISIONS]
+    if unknown:
+        raise ValueError(f"the fused decoder has no {unknown[0]!r} variant; it has {', '.join(BUILDER_PRECISIONS)}.")
     check_builder()
-    target = graph_path(folder, FUSED_DECODER, variant)
+    record_path = folder / "onnx" / FUSED_DECODER_RECORD
+    record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    targets = []
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         scratch = Path(scratch)
         write_language_model(model, scratch / "language_model")
         options = [f"{key}={value}" for key, value in BUILDER_OPTIONS.items()]
-        command = [
-            sys.executable, "-m", "onnxruntime_genai.models.builder",
-            "--input", str(scratch / "language_model"), "--output", str(scratch / "built"),
-            "--precision", BUILDER_PRECISIONS[variant], "--execution_provider", "cpu",
-            "--cache_dir", str(scratch / "cache"), "--extra_options", *options,
-        ]  # fmt: skip
-        # Its own process: the builder loads the language model again, and its memory goes with the process.
-        built = subprocess.run(command, capture_output=True, text=True)
-        if built.returncode != 0:
-            raise RuntimeError(f"onnxruntime-genai's model builder failed:\n{(built.stdout + built.stderr)[-3000:]}")
-        save_graph(onnx.load(scratch / "built" / "model.onnx"), target, external_data)
-    record_path = folder / "onnx" / FUSED_DECODER_RECORD
-    record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record[variant] = {
-        "builder": f"onnxruntime_genai.models.builder {importlib.metadata.version('onnxruntime-genai')}",
-        "precision": BUILDER_PRECISIONS[variant],
-        "execution_provider": "cpu",
-        "extra_options": BUILDER_OPTIONS,
-        "file": target.name,
-    }
+        for variant in variants:
+            built = scratch / f"built-{variant}"
+            command = [
+                sys.executable, "-m", "onnxruntime_genai.models.builder",
+                "--input", str(scratch / "language_model"), "--output", str(built),
+                "--precision", BUILDER_PRECISIONS[variant], "--execution_provider", "cpu",
+                "--cache_dir", str(scratch / "cache"), "--extra_options", *options,
+            ]  # fmt: skip
+            # Its own process: the builder loads the language model again, and its memory goes with the process.
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"onnxruntime-genai's model builder failed:\n{(result.stdout + result.stderr)[-3000:]}"
+                )
+            target = graph_path(folder, FUSED_DECODER, variant)
+            save_graph(onnx.load(built / "model.onnx"), target, external_data)
+            record[variant] = {
+                "builder": f"onnxruntime_genai.models.builder {importlib.metadata.version('onnxruntime-genai')}",
+                "precision": BUILDER_PRECISIONS[variant],
+                "execution_provider": "cpu",
+                "extra_options": BUILDER_OPTIONS,
+                "file": target.name,
+            }
+            targets.append(target)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
-    return target
+    return targets
