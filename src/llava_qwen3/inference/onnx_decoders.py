@@ -76,10 +76,15 @@ class FusedGraphDecoding:
         self.cache = self._allocate(batch, max(FIRST_CACHE_ROOM, length + 1))
         self.logits = np.concatenate(
             [
-                self._run(row, inputs_embeds[row : row + 1, length - self.lengths[row] :], self.lengths[row : row + 1])
+                self._run(
+                    self._bind_cache(slice(row, row + 1)),
+                    inputs_embeds[row : row + 1, length - self.lengths[row] :],
+                    self.lengths[row : row + 1],
+                )
                 for row in range(batch)
             ]
         )
+        self.binding = self._bind_cache(slice(None))  # the whole batch's, kept for every step until the cache grows
 
     def advance(self, inputs_embeds: np.ndarray) -> np.ndarray:
         """Logits after one more position per row, `inputs_embeds` `(batch, 1, hidden)`."""
@@ -90,20 +95,17 @@ class FusedGraphDecoding:
             for old, new in zip(self.cache, grown, strict=True):
                 new[:, :, :room] = old
             self.cache = grown
-        self.logits = self._run(slice(None), inputs_embeds, self.lengths)
+            self.binding = self._bind_cache(slice(None))
+        self.logits = self._run(self.binding, inputs_embeds, self.lengths)
         return self.logits
 
     def _allocate(self, batch: int, room: int) -> list[np.ndarray]:
         heads, head_dim = self.cache_row_shape
         return [np.zeros((batch, heads, room, head_dim), np.float32) for _ in range(2 * self.num_layers)]
 
-    def _run(self, rows: int | slice, inputs_embeds: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Runs `rows` of the batch (one row, or all) on their slice of the cache; `lengths` counts each row's
-        positions after this step."""
-        rows = slice(rows, rows + 1) if isinstance(rows, (int, np.integer)) else rows
+    def _bind_cache(self, rows: slice) -> onnxruntime.IOBinding:
+        """A binding of `rows` of the cache as both the graph's past and its present, and of the logits."""
         binding = self.session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        binding.bind_cpu_input("attention_mask", (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64))
         for past, present, layer_cache in zip(
             cache_names(PAST, self.num_layers), cache_names(PRESENT, self.num_layers), self.cache, strict=True
         ):
@@ -111,6 +113,12 @@ class FusedGraphDecoding:
             binding.bind_ortvalue_input(past, shared)
             binding.bind_ortvalue_output(present, shared)
         binding.bind_output("logits")
+        return binding
+
+    def _run(self, binding: onnxruntime.IOBinding, inputs_embeds: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Runs the rows `binding` holds; `lengths` counts each row's positions after this step."""
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
+        binding.bind_cpu_input("attention_mask", (np.arange(lengths.max()) < lengths[:, None]).astype(np.int64))
         self.session.run_with_iobinding(binding)
         logits = binding.get_outputs()[-1].numpy()  # outputs in binding order: the cache first, logits last
         return logits[:, -1].astype(np.float32)
