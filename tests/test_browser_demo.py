@@ -85,7 +85,8 @@ def test_the_page_answers_in_chromium_with_the_runners_tokens(onnx_export, tmp_p
     write_seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     graphs = sorted(path.name for path in (page_folder / "model" / "onnx").iterdir())
-    assert graphs == sorted(f"{graph}_quantized.onnx" for graph in GRAPHS)  # the one dtype, nothing else
+    wanted = [f"{graph}_quantized.onnx" for graph in GRAPHS]
+    assert graphs == sorted([*wanted, *(f"{name}_data" for name in wanted)])  # the one dtype and its weights only
     settings = json.loads((page_folder / "demo.json").read_text())
     assert settings["dtype"] == "q8"
     assert settings["libraries"] == {package.name: package.version for package in PACKAGES}

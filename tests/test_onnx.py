@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from helpers import draw_image, run_fresh_python, user_prompt
@@ -15,7 +16,7 @@ from llava_qwen3.conversion import export_onnx as export_module
 from llava_qwen3.conversion import fused_decoder as fused_module
 from llava_qwen3.conversion.export_onnx import export_onnx
 from llava_qwen3.conversion.fused_decoder import builder_unavailable
-from llava_qwen3.inference import onnx_decoders
+from llava_qwen3.inference import onnx_decoders, onnx_layout
 from llava_qwen3.inference.onnx_layout import available_variants
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 
@@ -74,7 +75,11 @@ def test_layout_and_side_files(onnx_export):
         for suffix in ("", "_quantized", "_q4")
     ]
     fused = [] if builder_unavailable() else [f"decoder_fused{suffix}.onnx" for suffix in ("", "_quantized", "_q4")]
-    assert names == sorted([*graphs, "quantization.json", *fused, *(["decoder_fused.json"] if fused else [])])
+    weights = [f"{graph}_data" for graph in [*graphs, *fused]]  # every graph's weights beside it
+    records = ["quantization.json", *(["decoder_fused.json"] if fused else [])]
+    assert names == sorted([*graphs, *fused, *weights, *records])
+    external = json.loads((folder / "config.json").read_text())["transformers.js_config"]["use_external_data_format"]
+    assert external == dict.fromkeys([*graphs, *fused], True)
     assert available_variants(folder) == ["fp32", "quantized", "q4"]
     record = json.loads((folder / "onnx" / "quantization.json").read_text())
     assert record["quantized"]["weight_type"] == "QUInt8" and record["q4"]["block_size"] == 32
@@ -137,8 +142,8 @@ def test_fp32_padded_batch_equals_pytorch(each_decoder, onnx_export):
 
 
 def test_a_long_padded_batch_grows_the_fused_cache_and_equals_pytorch(each_decoder, onnx_export, monkeypatch):
-    # The fused decoder's cache starts with room for FIRST_CACHE_ROOM positions and doubles when full: from 8, a
-    # 40-token answer to these prompts outgrows it three times.
+    # The fused decoder's cache starts with room for the prompt and its answer up to FIRST_CACHE_ROOM positions (but
+    # always the prompt and one more) and doubles when full: from 8, a 40-token answer to these prompts outgrows it.
     monkeypatch.setattr(onnx_decoders, "FIRST_CACHE_ROOM", 8)
     _, model, processor = onnx_export
     texts = [user_prompt(processor, "What is here?", 1), user_prompt(processor, "A longer question, no picture?", 0)]
@@ -162,7 +167,7 @@ def decode_logits(onnx_export, runner, steps=10):
             )  # fmt: skip
         expected.append(torch.cat(output.logits).numpy())
         decoding = runner.start_decoding(
-            runner.embed(np_inputs["input_ids"], np_inputs.get("pixel_values")), np_inputs["attention_mask"]
+            runner.embed(np_inputs["input_ids"], np_inputs.get("pixel_values")), np_inputs["attention_mask"], steps
         )
         logits = [decoding.logits]
         for token in output.sequences[0, pt["input_ids"].shape[1] : -1].tolist():
@@ -264,16 +269,27 @@ def test_stop_tokens_end_rows_and_pad_them(runner, onnx_export):
     assert stopped.shape[1] == prompt_length + max(stops)
 
 
-def test_external_data_folder_generates_the_same(onnx_export, runner, tmp_path):
+def test_weights_inside_the_graphs_generate_the_same(onnx_export, runner, tmp_path):
     folder, model, processor = onnx_export
-    external = export_onnx(model, tmp_path / "external", processor=processor, quantize=(), external_data=True)
-    assert (external / "onnx" / "decoder_model_merged.onnx_data").is_file()
-    config = json.loads((external / "config.json").read_text())
-    assert config["transformers.js_config"]["use_external_data_format"]["decoder_model_merged.onnx"] is True
+    inside = export_onnx(model, tmp_path / "inside", processor=processor, quantize=(), external_data=False)
+    assert not list((inside / "onnx").glob("*.onnx_data"))
+    assert "transformers.js_config" not in json.loads((inside / "config.json").read_text())
     inputs = processor(images=IMAGES[:2], text=user_prompt(processor, "Two?", 2), return_tensors="np")
     np.testing.assert_array_equal(
-        LlavaQwen3OnnxModel(external).generate(**inputs, max_new_tokens=8), runner.generate(**inputs, max_new_tokens=8)
+        LlavaQwen3OnnxModel(inside).generate(**inputs, max_new_tokens=8), runner.generate(**inputs, max_new_tokens=8)
     )
+
+
+def test_weights_past_protobufs_limit_must_be_external(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_layout, "PROTOBUF_WEIGHT_LIMIT", 10)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["weight"], ["out"])], "g", [],
+        [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [4])],
+        [onnx.numpy_helper.from_array(np.ones(4, np.float32), "weight")],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="past the .*protobuf's limit.*--external-data always"):
+        onnx_layout.save_graph(onnx.helper.make_model(graph), tmp_path / "g.onnx", external_data=False)
+    assert not (tmp_path / "g.onnx").exists()
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ class MergedDecoder(nn.Module):
         return (self.lm_head(outputs.last_hidden_state), *present)
 
 
-def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, external_data: bool | None = None) -> None:
+def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, external_data: bool = True) -> None:
     """Writes the three float32 graphs of `model` into `folder/onnx`."""
     (folder / "onnx").mkdir(parents=True, exist_ok=True)
     config = model.config
@@ -165,15 +165,16 @@ def export_onnx(
     output: str | Path,
     processor: LlavaQwen3Processor | None = None,
     quantize: tuple[str, ...] = ("quantized",),
-    external_data: bool | None = None,
+    external_data: bool = True,
     fused_decoder: bool | None = None,
 ) -> Path:
     """Exports a checkpoint (a folder, repo id or loaded model with its `processor`) to the folder `output`.
 
-    `quantize` names the variants to add beside the float32 graphs (see `QUANTIZATIONS`). `external_data` forces
-    weights into `<file>.onnx_data` files (True) or into the graphs (False); by default only graphs past protobuf's
-    limit use them. `fused_decoder` adds the fused CPU decoder of each variant (True), leaves it out (False), or adds it
-    where onnxruntime-genai's builder runs (None). The folder is written whole or not at all.
+    `quantize` names the variants to add beside the float32 graphs (see `QUANTIZATIONS`). Each graph's weights go
+    into a `<file>.onnx_data` file beside it (onnxruntime memory-maps them; see `onnx_layout`) unless `external_data`
+    is False, which keeps them inside the graphs and fails for a graph past protobuf's 2 GB limit. `fused_decoder`
+    adds the fused CPU decoder of each variant (True), leaves it out (False), or adds it where onnxruntime-genai's
+    builder runs (None). The folder is written whole or not at all.
     """
     output = Path(output)
     check_output_folder(output)
@@ -197,7 +198,7 @@ def export_onnx(
     with staged_folder(output) as staging:
         export_graphs(model, staging, external_data)
         for variant in quantize:
-            quantize_export(staging, variant)
+            quantize_export(staging, variant, external_data)
         if fused_decoder:
             variants = tuple(variant for variant in ("fp32", *quantize) if variant in BUILDER_PRECISIONS)
             build_fused_decoders(model, staging, variants, external_data)
@@ -219,9 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--external-data",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="weights in <file>.onnx_data files: only past 2 GB (auto), always, or never",
+        choices=["always", "never"],
+        default="always",
+        help="weights in <file>.onnx_data files beside each graph, which onnxruntime memory-maps (always, the "
+        "default), or inside the graphs (never; only for graphs under protobuf's 2 GB limit)",
     )
     parser.add_argument(
         "--fused-decoder",
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         "transformers 5): where the builder runs (auto), always, or never",
     )
     args = parser.parse_args(argv)
-    external_data = {"auto": None, "always": True, "never": False}[args.external_data]
+    external_data = args.external_data == "always"
     fused_decoder = {"auto": None, "always": True, "never": False}[args.fused_decoder]
     if "none" in args.quantize and len(args.quantize) > 1:
         parser.error("--quantize none means fp32 only; it cannot be combined with variants.")

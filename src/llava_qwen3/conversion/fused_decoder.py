@@ -75,7 +75,7 @@ def build_fused_decoders(
     model: LlavaQwen3ForConditionalGeneration,
     folder: Path,
     variants: tuple[str, ...],
-    external_data: bool | None = None,
+    external_data: bool = True,
 ) -> list[Path]:
     """Writes the fused decoder of each of `variants` into the export `folder` and records how; returns their paths.
     The language model is written for the builder once, whatever the number of variants."""

@@ -87,8 +87,9 @@ def quantize_graph(source: Path, variant: str) -> onnx.ModelProto:
     return _quantize_nbits(source, settings)
 
 
-def quantize_export(folder: str | Path, variant: str) -> Path:
-    """Adds `variant` of each graph to an export folder and records its settings; returns the record's path."""
+def quantize_export(folder: str | Path, variant: str, external_data: bool = True) -> Path:
+    """Adds `variant` of each graph to an export folder (weights in `<file>.onnx_data` unless `external_data` is
+    False) and records its settings; returns the record's path."""
     folder = Path(folder)
     if variant not in QUANTIZATIONS:
         raise ValueError(f"quantisation {variant!r} is unknown; expected one of {', '.join(QUANTIZATIONS)}.")
@@ -96,7 +97,7 @@ def quantize_export(folder: str | Path, variant: str) -> Path:
         source = graph_path(folder, graph, "fp32")
         if not source.is_file():
             raise ValueError(f"{source} is missing: quantise a complete float32 export.")
-        save_graph(quantize_graph(source, variant), graph_path(folder, graph, variant))
+        save_graph(quantize_graph(source, variant), graph_path(folder, graph, variant), external_data)
     record_path = folder / "onnx" / QUANTIZATION_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record[variant] = {

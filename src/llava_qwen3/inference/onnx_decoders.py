@@ -11,8 +11,9 @@ import onnxruntime
 
 from .onnx_layout import PAST, PRESENT, cache_names
 
-# The fused decoder's cache grows in steps of this many positions (doubling past it): preallocating room for
-# `max_new_tokens` would hold up to 229 kB a position for Qwen3-0.6B whether the answer needs it or not.
+# The fused decoder's cache starts with room for the prompt and all its new tokens up to this many positions, and
+# doubles when full: preallocating room for a long `max_new_tokens` would hold 229 kB a position for Qwen3-0.6B
+# whether the answer needs it or not.
 FIRST_CACHE_ROOM = 256
 
 
@@ -69,11 +70,14 @@ class FusedGraphDecoding:
         cache_row_shape: tuple[int, int],
         inputs_embeds: np.ndarray,
         attention_mask: np.ndarray,
+        max_new_tokens: int,
     ) -> None:
         self.session, self.num_layers, self.cache_row_shape = session, num_layers, cache_row_shape
         batch, length = attention_mask.shape
         self.lengths = attention_mask.sum(axis=1).astype(np.int64)
-        self.cache = self._allocate(batch, max(FIRST_CACHE_ROOM, length + 1))
+        # The last new token is never fed back, so the answer adds at most max_new_tokens - 1 positions.
+        needed = length + max(max_new_tokens - 1, 1)
+        self.cache = self._allocate(batch, min(needed, max(FIRST_CACHE_ROOM, length + 1)))
         self.logits = np.concatenate(
             [
                 self._run(

@@ -20,8 +20,10 @@ rotary embedding inside, SkipSimplifiedLayerNormalization, one MatMul for q/k/v 
 weights for the quantised variants) and a cache its caller preallocates, passed as both past and present so no step
 copies it. Its attention mask only counts each row's tokens: a row's cache fills from position 0.
 
-The suffix names the variant ("" for fp32, "_quantized" for INT8, "_q4" for 4-bit) and weights past protobuf's 2 GB
-limit lie beside their graph in `<file>.onnx_data`.
+The suffix names the variant ("" for fp32, "_quantized" for INT8, "_q4" for 4-bit). Each graph's weights lie beside
+it in `<file>.onnx_data` unless the export was asked to keep them inside: onnxruntime memory-maps external data, so a
+weight it repacks at load (every `MatMulNBits`) leaves memory once repacked and an embedding table is resident only
+where it is read, while weights inside the graph are read onto the heap and stay there.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ FUSED_DECODER = "decoder_fused"  # optional, per variant
 FUSED_DECODER_RECORD = "decoder_fused.json"
 PAST, PRESENT = "past_key_values", "present"  # prefixes of the decoder's cache inputs and outputs
 # Protobuf cannot serialise a message past 2 GiB; leave room for the graph itself.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+PROTOBUF_WEIGHT_LIMIT = 1_800_000_000
 
 
 def cache_names(prefix: str, num_layers: int) -> list[str]:
@@ -113,13 +115,18 @@ def weight_bytes(model: Any) -> int:
     return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
 
 
-def save_graph(model: Any, path: Path, external_data: bool | None = None) -> None:
-    """Saves an `onnx.ModelProto`, with its weights in `<file>.onnx_data` when asked or when they pass protobuf's
-    limit."""
+def save_graph(model: Any, path: Path, external_data: bool = True) -> None:
+    """Saves an `onnx.ModelProto` with its weights in `<file>.onnx_data` (`external_data`) or inside the graph, which
+    protobuf allows up to `PROTOBUF_WEIGHT_LIMIT`."""
     import onnx  # the export side only: the runner needs onnxruntime, not onnx
 
-    if external_data is None:
-        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    inside = weight_bytes(model)
+    if not external_data and inside > PROTOBUF_WEIGHT_LIMIT:
+        raise ValueError(
+            f"{path.name} has {inside / 1e9:.2f} GB of weights, past the {PROTOBUF_WEIGHT_LIMIT / 1e9:.1f} GB "
+            "a graph can hold inside its own file (protobuf's limit); export with its weights in external data files "
+            "(--external-data always, the default)."
+        )
     onnx.save_model(
         model,
         path,

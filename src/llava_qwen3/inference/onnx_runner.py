@@ -105,12 +105,15 @@ class LlavaQwen3OnnxModel:
         return embeds
 
     def start_decoding(
-        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray
+        self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int
     ) -> FusedGraphDecoding | MergedGraphDecoding:
-        """Computes the prompt (left-padded `attention_mask`); the result's `logits` are each row's next-token logits
-        and its `advance(inputs_embeds)` computes one more position per row."""
-        decoding = FusedGraphDecoding if self.decoder_graph == FUSED_DECODER else MergedGraphDecoding
-        return decoding(self.decoder_session, self.num_layers, self.cache_row_shape, inputs_embeds, attention_mask)
+        """Computes the prompt (left-padded `attention_mask`) of a generation of up to `max_new_tokens`; the result's
+        `logits` are each row's next-token logits and its `advance(inputs_embeds)` computes one more position per
+        row."""
+        shape = (self.decoder_session, self.num_layers, self.cache_row_shape, inputs_embeds, attention_mask)
+        if self.decoder_graph == FUSED_DECODER:
+            return FusedGraphDecoding(*shape, max_new_tokens)
+        return MergedGraphDecoding(*shape)
 
     def generate(
         self,
@@ -153,7 +156,7 @@ class LlavaQwen3OnnxModel:
         finished = np.zeros(len(input_ids), dtype=bool)
         if streamer is not None:
             streamer.put(input_ids)
-        decoding = self.start_decoding(self.embed(input_ids, pixel_values), attention_mask)
+        decoding = self.start_decoding(self.embed(input_ids, pixel_values), attention_mask, settings["max_new_tokens"])
         scores = decoding.logits
         for step in range(settings["max_new_tokens"]):
             scores[:, settings["suppress_tokens"]] = -np.inf
