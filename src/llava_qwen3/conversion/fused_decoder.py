@@ -15,6 +15,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,9 @@ def build_fused_decoders(
                 "--cache_dir", str(scratch / "cache"), "--extra_options", *options,
             ]  # fmt: skip
             # Its own process: the builder loads the language model again, and its memory goes with the process.
-            result = subprocess.run(command, capture_output=True, text=True)
+            # Offline: it reads the local folder only, and must never reach for the Hub instead.
+            offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
+            result = subprocess.run(command, capture_output=True, text=True, env=offline)
             if result.returncode != 0:
                 raise RuntimeError(
                     f"onnxruntime-genai's model builder failed:\n{(result.stdout + result.stderr)[-3000:]}"
