@@ -91,6 +91,8 @@ def build_fused_decoders(
         scratch = Path(scratch)
         write_language_model(model, scratch / "language_model")
         options = [f"{key}={value}" for key, value in BUILDER_OPTIONS.items()]
+        # Offline: the builder reads the local folder only, and must never reach for the Hub instead.
+        offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
         for variant in variants:
             built = scratch / f"built-{variant}"
             command = [
@@ -100,8 +102,6 @@ def build_fused_decoders(
                 "--cache_dir", str(scratch / "cache"), "--extra_options", *options,
             ]  # fmt: skip
             # Its own process: the builder loads the language model again, and its memory goes with the process.
-            # Offline: it reads the local folder only, and must never reach for the Hub instead.
-            offline = {**os.environ, "HF_HUB_OFFLINE": "1"}
             result = subprocess.run(command, capture_output=True, text=True, env=offline)
             if result.returncode != 0:
                 raise RuntimeError(

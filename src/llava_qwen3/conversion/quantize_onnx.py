@@ -51,7 +51,7 @@ def _quantize_dynamic(source: Path, settings: dict[str, Any]) -> onnx.ModelProto
             weight_type=QuantType[settings["weight_type"]],
             per_channel=settings["per_channel"],
             reduce_range=settings["reduce_range"],
-            use_external_data_format=True,  # any size; save_graph decides the final layout
+            use_external_data_format=True,  # any size; save_graph writes the layout asked for
             extra_options={"MatMulConstBOnly": True},
         )
         return onnx.load(target)

@@ -110,10 +110,10 @@ class LlavaQwen3OnnxModel:
         """Computes the prompt (left-padded `attention_mask`) of a generation of up to `max_new_tokens`; the result's
         `logits` are each row's next-token logits and its `advance(inputs_embeds)` computes one more position per
         row."""
-        shape = (self.decoder_session, self.num_layers, self.cache_row_shape, inputs_embeds, attention_mask)
+        arguments = (self.decoder_session, self.num_layers, self.cache_row_shape, inputs_embeds, attention_mask)
         if self.decoder_graph == FUSED_DECODER:
-            return FusedGraphDecoding(*shape, max_new_tokens)
-        return MergedGraphDecoding(*shape)
+            return FusedGraphDecoding(*arguments, max_new_tokens)
+        return MergedGraphDecoding(*arguments)
 
     def generate(
         self,
