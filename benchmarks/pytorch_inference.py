@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoConfig, BatchFeature, LlavaConfig, LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion import train_tokenizer
@@ -50,6 +50,7 @@ from full_size import CLIP_VIT_B_32, QWEN3_0_6B, SIGLIP_BASE_PATCH16_224, TokenC
 
 IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
 INT8 = "llava_qwen3 INT8"  # this model's checkpoint, loaded with INT8 linear layers
+BACKEND = "llava_qwen3 torch backend"  # this model through the inference interface (its own Qwen3 steps on CPU)
 TOWERS = {"CLIP ViT-B/32": CLIP_VIT_B_32, "SigLIP-base-patch16-224": SIGLIP_BASE_PATCH16_224}
 QUICK_SIZES = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 QUICK_TOWER_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -162,17 +163,31 @@ def decoder_bytes(model: torch.nn.Module) -> int:
     return tensor_bytes(language_model) - embedding.numel() * embedding.element_size() + tensor_bytes(model.lm_head)
 
 
+def backend_processor(model: LlavaQwen3ForConditionalGeneration) -> LlavaQwen3Processor:
+    """A processor with the project's tokenizer for the torch backend; the model's placeholder id becomes that
+    tokenizer's (random weights do not care which id it is)."""
+    tokenizer = train_tokenizer()
+    model.config.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    return LlavaQwen3Processor(
+        image_processor_for(model.config), tokenizer, image_seq_length=model.config.image_seq_length
+    )
+
+
+def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
+    """Wall time of one request through the backend, `inputs` (one row) given as its encoded record."""
+    request = GenerationRequest({}, GenerationSettings(max_new_tokens=new_tokens), encoded=BatchFeature(inputs))
+    start = time.perf_counter()
+    backend.generate([request])
+    return time.perf_counter() - start
+
+
 def backend_second_turn(model: LlavaQwen3ForConditionalGeneration, repeats: int) -> dict[str, float]:
     """The second turn through the torch backend: its first token computed from scratch, and with the backend's prefix
     cache holding the first turn (its prompt and answer), each repeat from a freshly primed cache.
 
-    Random weights answer in random token ids, so the first turn's answer is a fixed text (and the placeholder is the
-    project's tokenizer's); which words they are does not change the time."""
-    tokenizer = train_tokenizer()
-    model.config.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    processor = LlavaQwen3Processor(
-        image_processor_for(model.config), tokenizer, image_seq_length=model.config.image_seq_length
-    )
+    Random weights answer in random token ids, so the first turn's answer is a fixed text; which words they are does
+    not change the time."""
+    processor = backend_processor(model)
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
     question = "Which shapes are in the picture, what colours are they, and where are they?"
     first_turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -273,22 +288,46 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
 def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str, list[float]]:
     """This model's decode tokens/s and time to first token as ratios to built-in Llava's, both loaded in this
     process and measured in turns, `pairs` times, the order switching each time: one process's figures against
-    another's also carry the drift of a shared machine between the two runs, which this spreads over both alike."""
-    models = {name: load(name, folder) for name, folder in folders.items()}
-    inputs = {name: prompt(model) for name, model in models.items()}
-    for name, model in models.items():
-        greedy(model, inputs[name], new_tokens)  # warm-up
-    decode, ttft = {name: [] for name in models}, {name: [] for name in models}
-    for pair in range(pairs):
-        for name in list(models) if pair % 2 == 0 else list(models)[::-1]:
-            decode[name].append(decode_rate(models[name], inputs[name], new_tokens))
-            start = time.perf_counter()
-            greedy(models[name], inputs[name], 1)
-            ttft[name].append(time.perf_counter() - start)
+    another's also carry the drift of a shared machine between the two runs, which this spreads over both alike.
+    This model is measured twice, through its `generate()` and through the torch backend (what the server, the
+    evaluation and the generator run); the backend's decode rate is (new_tokens - 1) over the difference between a
+    request for new_tokens tokens and one for 1."""
+    models = {name: load(name, folders[name]) for name in IMPLEMENTATIONS}
     ours, theirs = IMPLEMENTATIONS
+    backend = TorchBackend(models[ours], backend_processor(models[ours]))
+    inputs = {name: prompt(model) for name, model in models.items()}
+
+    def through_backend() -> tuple[float, float]:
+        first_token_s = backend_seconds(backend, inputs[ours], 1)
+        return (new_tokens - 1) / (backend_seconds(backend, inputs[ours], new_tokens) - first_token_s), first_token_s
+
+    def through_generate(name: str) -> tuple[float, float]:
+        rate = decode_rate(models[name], inputs[name], new_tokens)
+        start = time.perf_counter()
+        greedy(models[name], inputs[name], 1)
+        return rate, time.perf_counter() - start
+
+    contestants = {
+        ours: lambda: through_generate(ours),
+        theirs: lambda: through_generate(theirs),
+        BACKEND: through_backend,
+    }
+    for measure_once in contestants.values():
+        measure_once()  # warm-up
+    decode, ttft = {name: [] for name in contestants}, {name: [] for name in contestants}
+    for pair in range(pairs):
+        for name in list(contestants) if pair % 2 == 0 else list(contestants)[::-1]:
+            rate, first_token_s = contestants[name]()
+            decode[name].append(rate)
+            ttft[name].append(first_token_s)
     return {
         "decode_ratios": [a / b for a, b in zip(decode[ours], decode[theirs], strict=True)],
         "ttft_ratios": [a / b for a, b in zip(ttft[ours], ttft[theirs], strict=True)],
+        "backend_decode_ratios": [a / b for a, b in zip(decode[BACKEND], decode[theirs], strict=True)],
+        "backend_ttft_ratios": [a / b for a, b in zip(ttft[BACKEND], ttft[theirs], strict=True)],
+        "backend_decode_tok_s": decode[BACKEND],
+        "decode_tok_s": decode[ours],
+        "built_in_decode_tok_s": decode[theirs],
     }
 
 
@@ -354,6 +393,11 @@ def table(results: dict, alternating: dict, bandwidth: float, language_model: st
             f"| decode, batch 1, in turns in one process: median of {len(turns['decode_ratios'])} ratios (range) | "
             f"| | {in_turns(turns['decode_ratios'])} | | |",
             f"| time to first token, in turns in one process: the same | | | {in_turns(turns['ttft_ratios'])} | | |",
+            f"| torch backend (the server's engine), in turns with both: decode vs built-in Llava "
+            f"({statistics.median(turns['backend_decode_tok_s']):.3g} tok/s, floor {floor:.1f}) | | | "
+            f"{in_turns(turns['backend_decode_ratios'])} | | |",
+            f"| torch backend: time to first token vs built-in Llava | | | "
+            f"{in_turns(turns['backend_ttft_ratios'])} | | |",
             f"| decode vs bandwidth floor (fp32 {floor:.1f}, INT8 {int8_floor:.1f} tok/s) | "
             f"{ours['decode_tok_s'] / floor:.0%} | {theirs['decode_tok_s'] / floor:.0%} | | "
             f"{int8['decode_tok_s'] / int8_floor:.0%} | |",

@@ -30,6 +30,7 @@ from .backend import InferenceBackend
 from .decoding import BatchDecoding
 from .int8 import QUANTIZATIONS, quantize_linear_layers_int8
 from .prefix_cache import Prefix, PrefixCache, RowPrompt, checked_budget, cut_at_or_before, row_prompts
+from .qwen3_steps import Qwen3Steps, unsupported_reason
 from .records import check_embedding_shapes, with_loaded_embeddings
 
 
@@ -52,7 +53,8 @@ class _ChooseForEachRequest(LogitsProcessor):
                 generator.manual_seed(settings.seed) if settings.seed is not None else generator.seed()
                 self.samplers[index] = (warpers, generator)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def tokens(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.LongTensor:
+        """Each row's next token (the padding token for rows already done)."""
         tokens = scores.argmax(dim=-1)
         done = self.decoding.done
         for index, (warpers, generator) in self.samplers.items():
@@ -62,8 +64,11 @@ class _ChooseForEachRequest(LogitsProcessor):
                 tokens[index] = torch.multinomial(probabilities, 1, generator=generator)[0, 0]
         if done.any():
             tokens[torch.from_numpy(done).to(tokens.device)] = self.decoding.pad_token_id
+        return tokens
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         forced = torch.full_like(scores, -torch.inf)
-        return forced.scatter_(1, tokens[:, None], 0.0)
+        return forced.scatter_(1, self.tokens(input_ids, scores)[:, None], 0.0)
 
 
 class _RequestsDone(StoppingCriteria):
@@ -89,6 +94,10 @@ class TorchBackend(InferenceBackend):
     ) -> None:
         super().__init__(processor, model.generation_config.to_dict(), model.config.text_config.max_position_embeddings)
         self.model = model.eval()
+        # transformers' generate() where the steps do not apply (a GPU, another language model, sliding windows).
+        self.steps = None
+        if unsupported_reason(model.config.text_config, model.device) is None:
+            self.steps = Qwen3Steps(model.model.language_model, model.lm_head)
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
 
     @classmethod
@@ -128,36 +137,83 @@ class TorchBackend(InferenceBackend):
     def _run_engine(
         self, inputs: BatchFeature, encoded: list[BatchFeature], decoding: BatchDecoding
     ) -> list[int] | None:
-        options = dict(
+        model_inputs = dict(inputs.to(self.model.device))
+        prefilled, reused = None, None
+        if self.prefix_cache is not None:
+            rows = row_prompts(encoded, self.processor)
+            padded_length = model_inputs["input_ids"].shape[1]
+            starts = [padded_length - len(row.key) for row in rows]  # left padding: where each row's prompt begins
+            # Each row may reuse up to all but its last token: at least that one is computed.
+            found = [self.prefix_cache.longest(row.key, len(row.key) - 1) for row in rows]
+            column = _shared_column(rows, starts, found)
+            reused = [min(length, max(column - start, 0)) for (_, length), start in zip(found, starts, strict=True)]
+            if any(reused):
+                prefilled = self._prefilled_batch(rows, starts, [prefix for prefix, _ in found], reused, column)
+                pixel_values, modality_embeds = _inputs_after(rows, starts, column)
+                model_inputs["pixel_values"] = None if pixel_values is None else pixel_values.to(self.model.device)
+                model_inputs["modality_embeds"] = modality_embeds
+        choose = _ChooseForEachRequest(decoding, self.model.device)
+        run = self._generate if self.steps is None else self._generate_in_steps
+        sequences, layers = run(model_inputs, prefilled, decoding, choose)
+        if self.prefix_cache is not None:
+            self._store(rows, sequences[:, padded_length:], layers, padded_length)
+        return reused
+
+    def _generate(
+        self,
+        model_inputs: dict[str, Any],
+        prefilled: DynamicCache | None,
+        decoding: BatchDecoding,
+        choose: _ChooseForEachRequest,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The sequences (prompt and answer) and each layer's keys and values, through the model's `generate()`."""
+        output = self.model.generate(
+            **{name: value for name, value in model_inputs.items() if value is not None},
             max_new_tokens=decoding.max_new_tokens,
             do_sample=False,
             pad_token_id=self.pad_token_id,
-            logits_processor=LogitsProcessorList([_ChooseForEachRequest(decoding, self.model.device)]),
+            logits_processor=LogitsProcessorList([choose]),
             stopping_criteria=StoppingCriteriaList([_RequestsDone(decoding)]),
+            return_dict_in_generate=True,
+            **({} if prefilled is None else {CACHE_ARGUMENT: prefilled}),
         )
-        if self.prefix_cache is None:
-            self.model.generate(**inputs.to(self.model.device), **options)
-            return None
-        rows = row_prompts(encoded, self.processor)
-        padded_length = inputs["input_ids"].shape[1]
-        starts = [padded_length - len(row.key) for row in rows]  # left padding: where each row's prompt begins
-        # Each row may reuse up to all but its last token: generate() computes at least that one.
-        found = [self.prefix_cache.longest(row.key, len(row.key) - 1) for row in rows]
-        column = _shared_column(rows, starts, found)
-        reused = [min(length, max(column - start, 0)) for (_, length), start in zip(found, starts, strict=True)]
-        inputs = inputs.to(self.model.device)
-        if any(reused):
-            cache = self._prefilled_batch(rows, starts, [prefix for prefix, _ in found], reused, column)
-            pixel_values, modality_embeds = _inputs_after(rows, starts, column)
-            if pixel_values is not None:
-                options["pixel_values"] = pixel_values.to(self.model.device)
-            if modality_embeds is not None:
-                options["modality_embeds"] = modality_embeds
-            inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-            options[CACHE_ARGUMENT] = cache
-        output = self.model.generate(**inputs, return_dict_in_generate=True, **options)
-        self._store(rows, output.sequences[:, padded_length:], getattr(output, CACHE_ARGUMENT), padded_length)
-        return reused
+        cache = getattr(output, CACHE_ARGUMENT)
+        return output.sequences, [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _generate_in_steps(
+        self,
+        model_inputs: dict[str, Any],
+        prefilled: DynamicCache | None,
+        decoding: BatchDecoding,
+        choose: _ChooseForEachRequest,
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The same as `_generate`, through `Qwen3Steps` (see qwen3_steps): the prompt after what `prefilled` holds in
+        one pass, then a token a step."""
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        # The last token is never fed back, so the cache needs room for all but one of the new tokens.
+        cache = self.steps.new_cache(attention_mask, input_ids.shape[1] + decoding.max_new_tokens - 1)
+        if prefilled is not None:
+            self.steps.fill(cache, [(layer.keys, layer.values) for layer in prefilled.layers])
+        inner = self.model.model
+        new_ids = input_ids[:, cache.length :]
+        embeds = inner.get_input_embeddings()(new_ids)
+        if model_inputs.get("pixel_values") is not None:
+            images = inner.project_images(model_inputs["pixel_values"])
+            embeds = inner.merge_image_features(new_ids, embeds, images)
+        if model_inputs.get("modality_embeds"):
+            embeds = inner.merge_modality_features(new_ids, embeds, model_inputs["modality_embeds"])
+        # transformers' positions for a left-padded batch: each row counts from its first real token.
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits = self.steps.forward(embeds, positions[:, cache.length :], cache)
+        sequences, position = input_ids, positions[:, -1:]
+        for _ in range(decoding.max_new_tokens):
+            tokens = choose.tokens(sequences, logits)
+            sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
+            if decoding.advance(tokens.cpu().numpy()).all():
+                break
+            position = position + 1
+            logits = self.steps.forward(inner.get_input_embeddings()(tokens[:, None]), position, cache)
+        return sequences, cache.layers()
 
     def _prefilled_batch(
         self,
@@ -202,7 +258,13 @@ class TorchBackend(InferenceBackend):
             batch.update(keys, values, layer)
         return batch
 
-    def _store(self, rows: list[RowPrompt], generated: torch.Tensor, cache: DynamicCache, padded_length: int) -> None:
+    def _store(
+        self,
+        rows: list[RowPrompt],
+        generated: torch.Tensor,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        padded_length: int,
+    ) -> None:
         """Keeps each row's prompt and answer as far as the cache holds them (the last token was never fed back)."""
         fed = generated.shape[1] - 1
         stops = set(self.stop_token_ids)
@@ -211,8 +273,8 @@ class TorchBackend(InferenceBackend):
             own = next((position + 1 for position, token in enumerate(tokens) if token in stops), fed)
             start, end = padded_length - len(row.key), padded_length + own
             key = np.concatenate([row.key, np.asarray(tokens[:own], dtype=np.int64)])
-            layers = [(layer.keys[index, :, start:end], layer.values[index, :, start:end]) for layer in cache.layers]
-            self.prefix_cache.put(key, layers)
+            row_layers = [(keys[index, :, start:end], values[index, :, start:end]) for keys, values in layers]
+            self.prefix_cache.put(key, row_layers)
 
 
 def _shared_column(rows: list[RowPrompt], starts: list[int], found: list[tuple[Prefix | None, int]]) -> int:

@@ -1,0 +1,204 @@
+"""The Qwen3 language model's forward pass for the torch backend's generation on CPU, outside transformers' modules.
+
+Why: on a CPU a decoding step of Qwen3-0.6B reads its 2.4 GB of weights, which takes 82-87 ms at memory speed, and
+transformers' modules add about 60 small operators a layer around those products, 20-28 ms of a 111 ms step
+(docs/performance.md). These steps compute the same function with fewer operators:
+
+- the query/key/value and the gate/up projections each as one matrix product, over weights concatenated once when the
+  steps are made; the modules' own weights become views of the concatenation, so nothing is held twice and the model's
+  `forward` and `generate` still work on the same tensors;
+- the residual additions inside the output and down products (`addmm`);
+- a cache preallocated for the batch's prompt and answer, written in place, attended through
+  `scaled_dot_product_attention` on its filled part (grouped-query heads read in place);
+- the rotary tables from the model's own rotary embedding, computed once a step for every layer.
+
+Anything else (a layer that is not a plain `nn.Linear`, e.g. INT8 or a LoRA adapter) is called as its module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+ResidualProjection = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def unsupported_reason(text_config, device: torch.device) -> str | None:
+    """Why these steps cannot run a model with this text config on this device, or None where they can."""
+    if device.type != "cpu":
+        return f"the model is on {device.type}; the steps are for CPU, where transformers' per-operator cost shows"
+    if text_config.model_type != "qwen3":
+        return f"the language model is {text_config.model_type!r}, not 'qwen3'"
+    if any(kind != "full_attention" for kind in getattr(text_config, "layer_types", None) or ()):
+        return "the language model has sliding-window layers"
+    return None
+
+
+@dataclass
+class StepCache:
+    """Keys and values of every layer, `(layers, batch, kv_heads, room, head_dim)`, filled up to `length`;
+    `key_mask[row, position]` is False at a row's left padding (None where no row is padded)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    key_mask: torch.Tensor | None
+    length: int = 0
+
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's filled keys and values, `(batch, kv_heads, length, head_dim)` views."""
+        return [
+            (self.keys[index, :, :, : self.length], self.values[index, :, :, : self.length])
+            for index in range(len(self.keys))
+        ]
+
+
+class Qwen3Steps:
+    """Runs `language_model` (transformers' `Qwen3Model`) and `head` over a `StepCache`; see the module docstring."""
+
+    def __init__(self, language_model: nn.Module, head: nn.Module) -> None:
+        config = language_model.config
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.rotary_embedding = language_model.rotary_emb
+        self.final_norm = _norm(language_model.norm)
+        self.head = head
+        self.layers = []
+        for layer in language_model.layers:
+            attention, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                (
+                    _norm(layer.input_layernorm),
+                    _fused(attention.q_proj, attention.k_proj, attention.v_proj),
+                    _norm(attention.q_norm),
+                    _norm(attention.k_norm),
+                    attention.scaling,
+                    _with_residual(attention.o_proj),
+                    _norm(layer.post_attention_layernorm),
+                    _fused(mlp.gate_proj, mlp.up_proj),
+                    mlp.act_fn,
+                    _with_residual(mlp.down_proj),
+                )
+            )
+
+    def new_cache(self, attention_mask: torch.Tensor, room: int) -> StepCache:
+        """An empty cache for a left-padded batch (`attention_mask` over its prompts) with room for `room` positions.
+        Positions are written before they are read, so the buffers are left unset."""
+        batch, prompt_length = attention_mask.shape
+        reference = self.final_norm[0]
+        shape = (len(self.layers), batch, self.num_kv_heads, room, self.head_dim)
+        keys = torch.empty(shape, dtype=reference.dtype, device=reference.device)
+        key_mask = None
+        if not bool(attention_mask.all()):
+            key_mask = torch.ones(batch, room, dtype=torch.bool, device=reference.device)
+            key_mask[:, :prompt_length] = attention_mask.bool()
+        return StepCache(keys, torch.empty_like(keys), key_mask)
+
+    def fill(self, cache: StepCache, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copies an earlier computation's keys and values (`(batch, kv_heads, length, head_dim)` a layer) into the
+        beginning of `cache`."""
+        length = layers[0][0].shape[2]
+        for index, (keys, values) in enumerate(layers):
+            cache.keys[index, :, :, :length] = keys
+            cache.values[index, :, :, :length] = values
+        cache.length = length
+
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache: StepCache) -> torch.Tensor:
+        """The next-token logits `(batch, vocab)` after `embeds` (`(batch, new, hidden)`, at `positions`
+        `(batch, new)`), whose keys and values go into `cache` after what it holds."""
+        batch, new, hidden_size = embeds.shape
+        start, end = cache.length, cache.length + new
+        if end > cache.keys.shape[3]:
+            raise ValueError(f"the cache has room for {cache.keys.shape[3]} positions, not {end}.")
+        cos, sin = self.rotary_embedding(embeds, positions)
+        cos, sin = cos[:, :, None], sin[:, :, None]
+        mask = self._attention_mask(cache, start, end)
+        heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
+        hidden = embeds.reshape(batch * new, hidden_size)
+        for index, layer in enumerate(self.layers):
+            input_norm, qkv, query_norm, key_norm, scale, output, post_norm, gate_up, activation, down = layer
+            projected = qkv(_rms_norm(hidden, *input_norm)).view(batch, new, heads + 2 * kv_heads, head_dim)
+            queries = _rms_norm(projected[:, :, :heads], *query_norm)
+            keys = _rms_norm(projected[:, :, heads : heads + kv_heads], *key_norm)
+            rotated = _rotate(torch.cat([queries, keys], dim=2), cos, sin)
+            cache.keys[index, :, :, start:end] = rotated[:, :, heads:].transpose(1, 2)
+            cache.values[index, :, :, start:end] = projected[:, :, heads + kv_heads :].transpose(1, 2)
+            attended = F.scaled_dot_product_attention(
+                rotated[:, :, :heads].transpose(1, 2),
+                cache.keys[index, :, :, :end],
+                cache.values[index, :, :, :end],
+                attn_mask=mask,
+                is_causal=mask is None and new > 1,
+                scale=scale,
+                enable_gqa=True,
+            )
+            hidden = output(hidden, attended.transpose(1, 2).reshape(batch * new, heads * head_dim))
+            gate, up = gate_up(_rms_norm(hidden, *post_norm)).chunk(2, dim=-1)
+            hidden = down(hidden, activation(gate).mul_(up))
+        cache.length = end
+        last = hidden.view(batch, new, hidden_size)[:, -1]
+        return self.head(_rms_norm(last, *self.final_norm))
+
+    @staticmethod
+    def _attention_mask(cache: StepCache, start: int, end: int) -> torch.Tensor | None:
+        """Which cached positions each new one attends to, `(batch, 1, new, end)`; None where plain causal attention
+        from the first position is exact (no padding, nothing cached before)."""
+        new = end - start
+        if cache.key_mask is None and (start == 0 or new == 1):
+            return None
+        device = cache.keys.device
+        query_positions = torch.arange(start, end, device=device)[:, None]
+        key_positions = torch.arange(end, device=device)[None]
+        allowed = key_positions <= query_positions
+        if cache.key_mask is not None:
+            # A padding position attends to itself only, so that its (never read) keys stay finite.
+            allowed = (allowed & cache.key_mask[:, None, :end]) | (key_positions == query_positions)
+        return allowed[:, None] if allowed.dim() == 3 else allowed[None, None]
+
+
+def _norm(module: nn.Module) -> tuple[torch.Tensor, float]:
+    return module.weight, module.variance_epsilon
+
+
+def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Qwen3's RMSNorm, operation for operation (in float32, then back to the input's dtype)."""
+    as_float = hidden.float()
+    normed = as_float * torch.rsqrt(as_float.pow(2).mean(-1, keepdim=True) + epsilon)
+    return weight * normed.to(hidden.dtype)
+
+
+def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = states.chunk(2, dim=-1)
+    return states * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+def _fused(*linears: nn.Module) -> Projection:
+    """One product for several projections of the same input, their outputs side by side. Plain `nn.Linear`s get
+    one weight, their concatenation, and their own weights become views of it; other modules are called in turn."""
+    if not all(type(linear) is nn.Linear for linear in linears) or len({linear.bias is None for linear in linears}) > 1:
+        return lambda states: torch.cat([linear(states) for linear in linears], dim=-1)
+    with torch.no_grad():
+        weight = torch.cat([linear.weight for linear in linears])
+        bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
+        offset = 0
+        for linear in linears:
+            rows = linear.out_features
+            linear.weight.data = weight[offset : offset + rows]
+            if bias is not None:
+                linear.bias.data = bias[offset : offset + rows]
+            offset += rows
+    return lambda states: F.linear(states, weight, bias)
+
+
+def _with_residual(linear: nn.Module) -> ResidualProjection:
+    """`residual + linear(states)`: for a plain `nn.Linear` in one `addmm`."""
+    if type(linear) is nn.Linear:
+        weight = linear.weight.t()
+        if linear.bias is None:
+            return lambda residual, states: torch.addmm(residual, states, weight)
+    return lambda residual, states: residual + linear(states)

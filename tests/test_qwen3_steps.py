@@ -1,0 +1,124 @@
+"""The torch backend's own steps over the Qwen3 language model (inference/qwen3_steps.py): the same logits and tokens
+as transformers' modules and `generate()` for left-padded batches with pictures, embeddings, a prefix cache and INT8
+layers; the modules' weights shared, not copied; transformers' `generate()` kept where the steps do not apply."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import draw_image, user_prompt
+from transformers import Qwen3Config
+
+from llava_qwen3.inference import GenerationRequest, GenerationSettings
+from llava_qwen3.inference.int8 import quantize_linear_layers_int8
+from llava_qwen3.inference.qwen3_steps import unsupported_reason
+from llava_qwen3.inference.torch_backend import TorchBackend
+
+ANSWER = GenerationSettings(max_new_tokens=24)
+
+
+def _records(processor) -> list[dict]:
+    return [
+        {"text": user_prompt(processor, "What is in this picture?", 1), "images": [draw_image(1)]},
+        {"text": user_prompt(processor, "Say something.", 0)},
+        {
+            "text": user_prompt(processor, "Describe the two pictures, please, with care.", 2),
+            "images": [draw_image(2), draw_image(3)],
+        },
+    ]
+
+
+def _answers(backend: TorchBackend, records: list[dict], steps: bool) -> list[list[int]]:
+    kept, backend.steps = backend.steps, backend.steps if steps else None
+    try:
+        return [
+            generation.token_ids for generation in backend.generate([GenerationRequest(r, ANSWER) for r in records])
+        ]
+    finally:
+        backend.steps = kept
+
+
+@pytest.fixture
+def fresh_model(tiny_clip):
+    """A copy of the tiny model, since the steps make its projections views of fused weights."""
+    _, model, processor = tiny_clip
+    return copy.deepcopy(model), processor
+
+
+def test_the_steps_give_the_logits_of_the_models_forward_for_a_padded_batch(fresh_model):
+    model, processor = fresh_model
+    backend = TorchBackend(model, processor)
+    assert backend.steps is not None
+    records = _records(processor)
+    inputs = processor.collate([backend.encode(record) for record in records], return_tensors="pt")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    assert not bool(mask.all()), "the batch must be left-padded"
+    with torch.inference_mode():
+        expected = model(**inputs, logits_to_keep=1).logits[:, -1]
+        cache = backend.steps.new_cache(mask, ids.shape[1] + 1)
+        inner = model.model
+        embeds = inner.merge_image_features(
+            ids, inner.get_input_embeddings()(ids), inner.project_images(inputs["pixel_values"])
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = backend.steps.forward(embeds, positions, cache)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    assert cache.length == ids.shape[1]
+
+
+def test_the_steps_answer_with_generates_tokens_alone_in_a_batch_and_in_int8(fresh_model):
+    model, processor = fresh_model
+    records = _records(processor)
+    backend = TorchBackend(model, processor)
+    batched = _answers(backend, records, steps=True)
+    assert batched == _answers(backend, records, steps=False)
+    assert max(len(tokens) for tokens in batched) == ANSWER.max_new_tokens
+    assert [_answers(backend, [record], steps=True)[0] for record in records] == batched
+    # INT8 layers are called as modules. Their activations are quantized with one scale over the whole batch, padding
+    # positions included, whose values are never read and differ between implementations: compared alone.
+    int8 = TorchBackend(quantize_linear_layers_int8(copy.deepcopy(model)), processor)
+    for record in records:
+        assert _answers(int8, [record], steps=True) == _answers(int8, [record], steps=False)
+
+
+def test_the_steps_continue_from_the_prefix_cache_as_generate_does(fresh_model):
+    model, processor = fresh_model
+    backend = TorchBackend(model, processor, prefix_cache_bytes=64 << 20)
+    first = _records(processor)[0]
+    follow_up = {
+        "text": first["text"] + "It is a picture.<|im_end|>\n" + user_prompt(processor, "And then?", 0),
+        "images": first["images"],
+    }
+    _answers(backend, [first], steps=True)
+    reused = backend.generate([GenerationRequest(follow_up, ANSWER)])[0]
+    assert reused.cached_tokens > 0
+    backend.prefix_cache = None
+    assert (
+        reused.token_ids
+        == _answers(backend, [follow_up], steps=True)[0]
+        == _answers(backend, [follow_up], steps=False)[0]
+    )
+
+
+def test_the_fused_projections_are_the_modules_own_weights(fresh_model):
+    model, processor = fresh_model
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    TorchBackend(model, processor)
+    attention = model.model.language_model.layers[0].self_attn
+    storage = attention.q_proj.weight.untyped_storage().data_ptr()
+    assert attention.k_proj.weight.untyped_storage().data_ptr() == storage
+    assert attention.v_proj.weight.untyped_storage().data_ptr() == storage
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_the_steps_say_where_they_do_not_apply(tiny_clip):
+    # There the backend calls the model's generate(), which the tests above compare the steps with.
+    _, model, _ = tiny_clip
+    text_config = model.config.text_config
+    assert unsupported_reason(text_config, torch.device("cpu")) is None
+    assert "cuda" in unsupported_reason(text_config, torch.device("cuda"))
+    settings = {name: value for name, value in text_config.to_dict().items() if name != "layer_types"}
+    sliding = Qwen3Config(**{**settings, "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0})
+    assert "sliding" in unsupported_reason(sliding, torch.device("cpu"))
