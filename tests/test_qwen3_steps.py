@@ -76,6 +76,8 @@ def test_the_steps_answer_with_generates_tokens_alone_in_a_batch_and_in_int8(fre
     assert batched == _answers(backend, records, steps=False)
     assert max(len(tokens) for tokens in batched) == ANSWER.max_new_tokens
     assert [_answers(backend, [record], steps=True)[0] for record in records] == batched
+    # A batch of 8-32 rows takes the other form of the matrix products (FEW_ROWS).
+    assert _answers(backend, records * 3, steps=True) == batched * 3
     # INT8 layers are called as modules. Their activations are quantized with one scale over the whole batch, padding
     # positions included, whose values are never read and differ between implementations: compared alone.
     int8 = TorchBackend(quantize_linear_layers_int8(copy.deepcopy(model)), processor)

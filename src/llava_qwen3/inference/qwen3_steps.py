@@ -67,7 +67,7 @@ class Qwen3Steps:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.rotary_embedding = language_model.rotary_emb
         self.final_norm = _norm(language_model.norm)
-        self.head = head
+        self.head = _product_of(head)
         self.layers = []
         for layer in language_model.layers:
             attention, mlp = layer.self_attn, layer.mlp
@@ -75,8 +75,7 @@ class Qwen3Steps:
                 (
                     _norm(layer.input_layernorm),
                     _fused(attention.q_proj, attention.k_proj, attention.v_proj),
-                    _norm(attention.q_norm),
-                    _norm(attention.k_norm),
+                    self._query_key_norm(attention.q_norm, attention.k_norm),
                     attention.scaling,
                     _with_residual(attention.o_proj),
                     _norm(layer.post_attention_layernorm),
@@ -85,6 +84,16 @@ class Qwen3Steps:
                     _with_residual(mlp.down_proj),
                 )
             )
+
+    def _query_key_norm(self, query_norm: nn.Module, key_norm: nn.Module) -> tuple[torch.Tensor, float]:
+        """The query and key heads lie side by side in the fused product, so one norm over both does both: each head's
+        own weight (the query norm's for the first `num_heads`, the key norm's for the rest)."""
+        if query_norm.variance_epsilon != key_norm.variance_epsilon:
+            raise ValueError("the query and key norms of a Qwen3 layer have different epsilons.")
+        weight = torch.cat(
+            [query_norm.weight.expand(self.num_heads, -1), key_norm.weight.expand(self.num_kv_heads, -1)]
+        )
+        return weight, query_norm.variance_epsilon
 
     def new_cache(self, attention_mask: torch.Tensor, room: int) -> StepCache:
         """An empty cache for a left-padded batch (`attention_mask` over its prompts) with room for `room` positions.
@@ -116,16 +125,17 @@ class Qwen3Steps:
         if end > cache.keys.shape[3]:
             raise ValueError(f"the cache has room for {cache.keys.shape[3]} positions, not {end}.")
         cos, sin = self.rotary_embedding(embeds, positions)
-        cos, sin = cos[:, :, None], sin[:, :, None]
+        half = cos.shape[-1] // 2
+        # Rotating half of each head, x * cos + cat(-x2, x1) * sin, as x * cos + roll(x) * cat(-sin1, sin2).
+        cos, signed_sin = cos[:, :, None], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, :, None]
         mask = self._attention_mask(cache, start, end)
         heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
         hidden = embeds.reshape(batch * new, hidden_size)
         for index, layer in enumerate(self.layers):
-            input_norm, qkv, query_norm, key_norm, scale, output, post_norm, gate_up, activation, down = layer
-            projected = qkv(_rms_norm(hidden, *input_norm)).view(batch, new, heads + 2 * kv_heads, head_dim)
-            queries = _rms_norm(projected[:, :, :heads], *query_norm)
-            keys = _rms_norm(projected[:, :, heads : heads + kv_heads], *key_norm)
-            rotated = _rotate(torch.cat([queries, keys], dim=2), cos, sin)
+            input_norm, qkv, query_key_norm, scale, output, post_norm, gate_up, activation, down = layer
+            projected = qkv(_rms_norm(hidden, *input_norm)).reshape(batch, new, heads + 2 * kv_heads, head_dim)
+            normed = _rms_norm(projected[:, :, : heads + kv_heads], *query_key_norm)
+            rotated = (normed * cos).add_(normed.roll(half, dims=-1).mul_(signed_sin))
             cache.keys[index, :, :, start:end] = rotated[:, :, heads:].transpose(1, 2)
             cache.values[index, :, :, start:end] = projected[:, :, heads + kv_heads :].transpose(1, 2)
             attended = F.scaled_dot_product_attention(
@@ -172,9 +182,26 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> tor
     return weight * normed.to(hidden.dtype)
 
 
-def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    first, second = states.chunk(2, dim=-1)
-    return states * cos + torch.cat([-second, first], dim=-1) * sin
+# Row counts at which MKL's sgemm reads a weight faster as `W @ x.T` than as `x @ W.T` (F.linear): on the benchmark's
+# Xeon 1.3-1.8x faster from 8 to 32 rows; at 1-4 rows F.linear's path is as fast or faster (2 rows: 2x faster), from
+# about 64 rows the two are equal (docs/performance.md). So a decoding batch of 8-32 rows takes the other form.
+FEW_ROWS = range(8, 33)
+
+
+def _product(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(states, weight, bias)` for 2-D `states`, in the faster form for its row count."""
+    if states.shape[0] in FEW_ROWS:
+        product = torch.mm(weight, states.t()).t()
+        return product if bias is None else product + bias
+    return F.linear(states, weight, bias)
+
+
+def _product_of(linear: nn.Module) -> Projection:
+    """A module's product: a plain `nn.Linear` through `_product`, anything else (INT8, adapters) as its module."""
+    if type(linear) is nn.Linear:
+        weight, bias = linear.weight, linear.bias
+        return lambda states: _product(states, weight, bias)
+    return linear
 
 
 def _fused(*linears: nn.Module) -> Projection:
@@ -192,13 +219,19 @@ def _fused(*linears: nn.Module) -> Projection:
             if bias is not None:
                 linear.bias.data = bias[offset : offset + rows]
             offset += rows
-    return lambda states: F.linear(states, weight, bias)
+    return lambda states: _product(states, weight, bias)
 
 
 def _with_residual(linear: nn.Module) -> ResidualProjection:
-    """`residual + linear(states)`: for a plain `nn.Linear` in one `addmm`."""
-    if type(linear) is nn.Linear:
-        weight = linear.weight.t()
-        if linear.bias is None:
-            return lambda residual, states: torch.addmm(residual, states, weight)
-    return lambda residual, states: residual + linear(states)
+    """`residual + linear(states)`: for a plain `nn.Linear` without bias in one `addmm` (unless `FEW_ROWS`)."""
+    if type(linear) is nn.Linear and linear.bias is None:
+        weight = linear.weight
+
+        def add_product(residual: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+            if states.shape[0] in FEW_ROWS:
+                return residual + _product(states, weight)
+            return torch.addmm(residual, states, weight.t())
+
+        return add_product
+    product = _product_of(linear)
+    return lambda residual, states: residual + product(states)
