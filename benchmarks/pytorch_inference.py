@@ -326,8 +326,6 @@ def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str
         "backend_decode_ratios": [a / b for a, b in zip(decode[BACKEND], decode[theirs], strict=True)],
         "backend_ttft_ratios": [a / b for a, b in zip(ttft[BACKEND], ttft[theirs], strict=True)],
         "backend_decode_tok_s": decode[BACKEND],
-        "decode_tok_s": decode[ours],
-        "built_in_decode_tok_s": decode[theirs],
     }
 
 

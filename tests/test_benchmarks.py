@@ -115,6 +115,8 @@ def _check_in_turns(table: dict[str, list[str]], in_turns: dict[str, list[float]
     for beginning, ratios in (
         ("decode, batch 1, in turns", in_turns["decode_ratios"]),
         ("time to first token, in turns", in_turns["ttft_ratios"]),
+        ("torch backend (the server's engine), in turns", in_turns["backend_decode_ratios"]),
+        ("torch backend: time to first token", in_turns["backend_ttft_ratios"]),
     ):
         cell = _row(table, beginning)[2]
         low, high = re.search(r"\(([0-9.]+)-([0-9.]+)\)", cell).groups()
@@ -175,12 +177,15 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
             assert all(math.isfinite(value) and value > 0 for value in measured.values()), measured
     assert set(figures["alternating"]) == set(figures["results"])
     for in_turns in figures["alternating"].values():  # --repeats 1: two pairs, one in each order
-        assert {key: len(ratios) for key, ratios in in_turns.items()} == {"decode_ratios": 2, "ttft_ratios": 2}
-        assert all(math.isfinite(ratio) and ratio > 0 for ratios in in_turns.values() for ratio in ratios)
+        lists = ("decode_ratios", "ttft_ratios", "backend_decode_ratios", "backend_ttft_ratios", "backend_decode_tok_s")
+        assert {key: len(values) for key, values in in_turns.items()} == dict.fromkeys(lists, 2)
+        assert all(math.isfinite(value) and value > 0 for values in in_turns.values() for value in values)
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
     assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
     assert "| peak memory after imports / load / batch 1 / batch 8 |" in result.stdout
     assert "| decode, batch 1, in turns in one process: median of 2 ratios (range) |" in result.stdout
+    assert "| torch backend (the server's engine), in turns with both: decode vs built-in Llava (" in result.stdout
+    assert "| torch backend: time to first token vs built-in Llava |" in result.stdout
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its neighbour full_size.py
     _check_tables(result.stdout, figures, importlib.import_module("pytorch_inference").ROWS)

@@ -116,7 +116,8 @@ def test_a_cancelled_request_stops_and_alone_stops_the_engine(tiny_clip, torch_b
     _, model, processor = tiny_clip
     record = _records(processor)[2]
     steps = []
-    hook = model.lm_head.register_forward_hook(lambda *args: steps.append(1))
+    # Every forward pass of the engine embeds its new tokens once (the prompt, then one token a step).
+    hook = model.get_input_embeddings().register_forward_hook(lambda *args: steps.append(1))
     try:
         pieces: list[str] = []
         request = GenerationRequest(
