@@ -1,6 +1,6 @@
-"""The PyTorch backend: the model's own `generate()`, with the per-request hooks as a logits processor and a stopping
-criterion, and optionally a prefix cache (see `prefix_cache`) so that prompts that begin as earlier ones did start
-from those prompts' KV caches.
+"""The PyTorch backend: on CPU the language model's own steps (see `qwen3_steps`), elsewhere the model's `generate()`,
+with the per-request hooks (a logits processor and a stopping criterion for `generate()`), and optionally a prefix
+cache (see `prefix_cache`) so that prompts that begin as earlier ones did start from those prompts' KV caches.
 
 Each row's token is chosen where the logits are, with torch's ops and transformers' own logits warpers (temperature,
 top-k, top-p) for the rows that sample: only the chosen token ids leave the device, never a step's logits."""
@@ -84,7 +84,8 @@ class _RequestsDone(StoppingCriteria):
 
 class TorchBackend(InferenceBackend):
     """`LlavaQwen3ForConditionalGeneration` and its processor; with `prefix_cache_bytes`, a prefix cache of that
-    budget."""
+    budget. On CPU the backend decodes through `Qwen3Steps`, which makes the model's query/key/value and gate/up
+    weights views of one concatenated weight each (same values; the model's own forward is unchanged)."""
 
     name = "torch"
     tensor_type = "pt"
