@@ -5,9 +5,10 @@ downloaded) the run saves a safetensors checkpoint of this model and of a built-
 with the same sizes, then measures each in its own process (so that peak resident memory is that model's): load
 time (from the page cache), time to first token for one image and a 20-token question, decode tokens/s at batch 1,
 tokens/s at batch 8, the second turn of a chat about the same image (recomputed from scratch, and reusing the first
-turn's KV cache as transformers' prompt-reuse recipe does; for this model also through the torch backend, what the
-server runs, with and without its prefix cache), and peak resident memory (also after the imports, the load, the
-batch-1 runs and the batch-8 runs, to show where it grows). The memory-bandwidth floor is the time to read the
+turn's KV cache as transformers' prompt-reuse recipe does), and peak resident memory (also after the imports, the
+load, the batch-1 runs and the batch-8 runs, to show where it grows). This model's checkpoint is measured the same way
+through the torch backend too, what the server, the evaluation and the generator run (its second turn: with the
+backend's prefix cache holding the first turn, against none). The memory-bandwidth floor is the time to read the
 language model's weights once per token at the copy bandwidth measured in this run. Every figure is also given as a
 ratio to the built-in Llava's; decode and time to first token are also measured with both models in one process, in
 turns, so that the ratio does not carry the machine's drift between two processes. The same checkpoint of this model
@@ -174,20 +175,28 @@ def backend_processor(model: LlavaQwen3ForConditionalGeneration) -> LlavaQwen3Pr
 
 
 def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
-    """Wall time of one request through the backend, `inputs` (one row) given as its encoded record."""
-    request = GenerationRequest({}, GenerationSettings(max_new_tokens=new_tokens), encoded=BatchFeature(inputs))
+    """Wall time of one batch through the backend, a request for each row of `inputs` (given as its encoded record)."""
+    settings = GenerationSettings(max_new_tokens=new_tokens)
+    rows = range(len(inputs["input_ids"]))
+    requests = [
+        GenerationRequest(
+            {}, settings, encoded=BatchFeature({name: value[row : row + 1] for name, value in inputs.items()})
+        )
+        for row in rows
+    ]
     start = time.perf_counter()
-    backend.generate([request])
+    backend.generate(requests)
     return time.perf_counter() - start
 
 
-def backend_second_turn(model: LlavaQwen3ForConditionalGeneration, repeats: int) -> dict[str, float]:
+def backend_second_turn(
+    model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, repeats: int
+) -> dict[str, float]:
     """The second turn through the torch backend: its first token computed from scratch, and with the backend's prefix
     cache holding the first turn (its prompt and answer), each repeat from a freshly primed cache.
 
     Random weights answer in random token ids, so the first turn's answer is a fixed text; which words they are does
     not change the time."""
-    processor = backend_processor(model)
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
     question = "Which shapes are in the picture, what colours are they, and where are they?"
     first_turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -269,7 +278,7 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     reuse_s = median_seconds(lambda: greedy(model, text_only, 1, **{CACHE_ARGUMENT: copy.deepcopy(cached)}), repeats)
 
     peak_gb = peak_rss_gb()  # before the backend's runs below
-    served = {} if implementation == "built-in Llava" else backend_second_turn(model, repeats)
+    served = backend_second_turn(model, backend_processor(model), repeats) if implementation == INT8 else {}
     return {
         **served,
         **stages,
@@ -280,6 +289,43 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
         "second_turn_recompute_s": recompute_s,
         "second_turn_reuse_s": reuse_s,
         "peak_rss_gb": peak_gb,
+        "weight_gb": tensor_bytes(model) / 1e9,
+        "decoder_weight_gb": decoder_bytes(model) / 1e9,
+    }
+
+
+def measure_backend(folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
+    """`measure`'s figures for this model's checkpoint through the torch backend; the decode rate is (new_tokens - 1)
+    over the difference between a request for new_tokens tokens and one for 1, and the second turn's first token is
+    computed with the backend's prefix cache holding the first turn ("reuse") and without ("recompute")."""
+    read_through(folder)
+    stages = {"peak_rss_imports_gb": peak_rss_gb()}
+    start = time.perf_counter()
+    model = load("llava_qwen3", folder)
+    processor = backend_processor(model)
+    backend = TorchBackend(model, processor)
+    load_s = time.perf_counter() - start
+    stages["peak_rss_loaded_gb"] = peak_rss_gb()
+    one = prompt(model)
+
+    ttft_s = median_seconds(lambda: backend_seconds(backend, one, 1), repeats)
+    rates = []
+    for _ in range(repeats):
+        answer_s = backend_seconds(backend, one, new_tokens)
+        rates.append((new_tokens - 1) / (answer_s - backend_seconds(backend, one, 1)))
+    stages["peak_rss_batch1_gb"] = peak_rss_gb()
+    batch_s = median_seconds(lambda: backend_seconds(backend, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
+    stages["peak_rss_batch8_gb"] = peak_rss_gb()
+    second_turn = backend_second_turn(model, processor, repeats)
+    return {
+        **stages,
+        "load_s": load_s,
+        "ttft_s": ttft_s,
+        "decode_tok_s": statistics.median(rates),
+        "batch8_tok_s": BATCH * new_tokens / batch_s,
+        "second_turn_recompute_s": second_turn["backend_second_turn_recompute_s"],
+        "second_turn_reuse_s": second_turn["backend_second_turn_cached_s"],
+        "peak_rss_gb": peak_rss_gb(),
         "weight_gb": tensor_bytes(model) / 1e9,
         "decoder_weight_gb": decoder_bytes(model) / 1e9,
     }
@@ -365,13 +411,20 @@ def in_turns(ratios: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def per_column(columns: tuple[dict, ...], label: str, cell) -> str:
+    """A row of `cell(figures)` for each implementation's column (this model, built-in Llava, the torch backend,
+    INT8), the ratio columns left empty."""
+    ours, theirs, backend, int8 = (cell(figures) for figures in columns)
+    return f"| {label} | {ours} | {theirs} | | {backend} | | {int8} | |"
+
+
 def table(results: dict, alternating: dict, bandwidth: float, language_model: str) -> str:
     """The Markdown tables, one per tower: this model against built-in Llava (also measured in turns in one process),
-    and INT8 against fp32, with the bandwidth floor of each."""
+    through the torch backend against built-in Llava, and INT8 against fp32, with the bandwidth floor of each."""
     lines = []
     for tower, by_implementation in results.items():
         turns = alternating[tower]
-        ours, theirs, int8 = (by_implementation[name] for name in ("llava_qwen3", "built-in Llava", INT8))
+        ours, theirs, backend, int8 = (by_implementation[name] for name in (*IMPLEMENTATIONS, BACKEND, INT8))
         floor, int8_floor = (bandwidth / (figures["decoder_weight_gb"] * 1e9) for figures in (ours, int8))
         lines.append(
             f"\n{tower} + {language_model}: weights {ours['weight_gb']:.2f} GB, "
@@ -379,38 +432,47 @@ def table(results: dict, alternating: dict, bandwidth: float, language_model: st
             f"{int8['decoder_weight_gb']:.2f} GB)"
         )
         lines += [
-            "| measure | llava_qwen3 | built-in Llava | ratio | llava_qwen3 INT8 | INT8 / fp32 |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| measure | llava_qwen3 | built-in Llava | ratio | torch backend | backend / built-in | llava_qwen3 INT8 "
+            "| INT8 / fp32 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for label, key, unit, _ in ROWS:
             lines.append(
                 f"| {label} | {ours[key]:.3g} {unit} | {theirs[key]:.3g} {unit} | {ours[key] / theirs[key]:.2f}x "
+                f"| {backend[key]:.3g} {unit} | {backend[key] / theirs[key]:.2f}x "
                 f"| {int8[key]:.3g} {unit} | {int8[key] / ours[key]:.2f}x |"
             )
+
+        columns = (ours, theirs, backend, int8)
         lines += [
             f"| decode, batch 1, in turns in one process: median of {len(turns['decode_ratios'])} ratios (range) | "
-            f"| | {in_turns(turns['decode_ratios'])} | | |",
-            f"| time to first token, in turns in one process: the same | | | {in_turns(turns['ttft_ratios'])} | | |",
-            f"| torch backend (the server's engine), in turns with both: decode vs built-in Llava "
+            f"| | {in_turns(turns['decode_ratios'])} | | | | |",
+            f"| time to first token, in turns in one process: the same | | | {in_turns(turns['ttft_ratios'])} "
+            "| | | | |",
+            f"| torch backend, in turns with both: decode vs built-in Llava "
             f"({statistics.median(turns['backend_decode_tok_s']):.3g} tok/s, floor {floor:.1f}) | | | "
-            f"{in_turns(turns['backend_decode_ratios'])} | | |",
-            f"| torch backend: time to first token vs built-in Llava | | | "
-            f"{in_turns(turns['backend_ttft_ratios'])} | | |",
-            f"| decode vs bandwidth floor (fp32 {floor:.1f}, INT8 {int8_floor:.1f} tok/s) | "
-            f"{ours['decode_tok_s'] / floor:.0%} | {theirs['decode_tok_s'] / floor:.0%} | | "
-            f"{int8['decode_tok_s'] / int8_floor:.0%} | |",
-            f"| batch 8 vs batch 1 | {ours['batch8_tok_s'] / ours['decode_tok_s']:.2f}x | "
-            f"{theirs['batch8_tok_s'] / theirs['decode_tok_s']:.2f}x | | "
-            f"{int8['batch8_tok_s'] / int8['decode_tok_s']:.2f}x | |",
-            f"| second turn reused vs recomputed | {reuse(ours):.2f}x | {reuse(theirs):.2f}x | | "
-            f"{reuse(int8):.2f}x | |",
-            f"| second turn through the torch backend, prefix cache vs none | {served_reuse(ours):.2f}x | | | "
+            f"{in_turns(turns['backend_decode_ratios'])} | | | | |",
+            f"| torch backend, in turns with both: time to first token vs built-in Llava | | | "
+            f"{in_turns(turns['backend_ttft_ratios'])} | | | | |",
+            per_column(
+                columns,
+                f"decode vs bandwidth floor (fp32 {floor:.1f}, INT8 {int8_floor:.1f} tok/s)",
+                lambda figures: f"{figures['decode_tok_s'] * figures['decoder_weight_gb'] * 1e9 / bandwidth:.0%}",
+            ),
+            per_column(
+                columns,
+                "batch 8 vs batch 1",
+                lambda figures: f"{figures['batch8_tok_s'] / figures['decode_tok_s']:.2f}x",
+            ),
+            per_column(columns, "second turn reused vs recomputed", lambda figures: f"{reuse(figures):.2f}x"),
+            f"| INT8's second turn through the torch backend, prefix cache vs none | | | | | | "
             f"{served_reuse(int8):.2f}x | |",
-            f"| peak memory after imports / load / batch 1 / batch 8 | {by_stage(ours)} | {by_stage(theirs)} | | "
-            f"{by_stage(int8)} | |",
-            f"| peak memory vs weight bytes | {ours['peak_rss_gb'] / ours['weight_gb']:.2f}x | "
-            f"{theirs['peak_rss_gb'] / theirs['weight_gb']:.2f}x | | "
-            f"{int8['peak_rss_gb'] / int8['weight_gb']:.2f}x | |",
+            per_column(columns, "peak memory after imports / load / batch 1 / batch 8", by_stage),
+            per_column(
+                columns,
+                "peak memory vs weight bytes",
+                lambda figures: f"{figures['peak_rss_gb'] / figures['weight_gb']:.2f}x",
+            ),
         ]
     return "\n".join(lines)
 
@@ -422,10 +484,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the checkpoints go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="tiny configurations, for a check that the script runs")
-    parser.add_argument("--measure", choices=[*IMPLEMENTATIONS, INT8], help=argparse.SUPPRESS)  # the child's part
+    parser.add_argument("--measure", choices=[*IMPLEMENTATIONS, BACKEND, INT8], help=argparse.SUPPRESS)  # a child
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--alternate", type=Path, nargs=len(IMPLEMENTATIONS), help=argparse.SUPPRESS)  # a child too
     args = parser.parse_args()
+    if args.measure == BACKEND:
+        print(json.dumps(measure_backend(args.folder, args.new_tokens, args.repeats)))
+        return
     if args.measure:
         print(json.dumps(measure(args.measure, args.folder, args.new_tokens, args.repeats)))
         return
@@ -442,7 +507,10 @@ def main() -> None:
         results[tower_name] = {
             name: run_child(["--measure", name, "--folder", str(folder), *common]) for name, folder in folders.items()
         }
-        results[tower_name][INT8] = run_child(["--measure", INT8, "--folder", str(folders["llava_qwen3"]), *common])
+        for variant in (BACKEND, INT8):  # this model's checkpoint, through the backend and with INT8 layers
+            results[tower_name][variant] = run_child(
+                ["--measure", variant, "--folder", str(folders["llava_qwen3"]), *common]
+            )
         alternating[tower_name] = run_child(["--alternate", *(str(folders[name]) for name in IMPLEMENTATIONS), *common])
     bandwidth = copy_bandwidth()
     print(f"{torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; {args.new_tokens} new tokens")

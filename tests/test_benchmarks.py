@@ -1,8 +1,9 @@
-"""The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations and
-this model's INT8 load option (its real-size figures are in docs/performance.md): every figure finite and positive,
-and every ratio in its tables the ratio of the figures it prints, or of the raw figures it writes, within rounding.
-The answer-growth benchmark likewise: each engine's growth the ratio of its figures, and against `generate`'s. The ONNX
-benchmark likewise: every engine in its own process, each ratio of its table that of its raw figures."""
+"""The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations,
+this model through the torch backend and its INT8 load option (its real-size figures are in docs/performance.md):
+every figure finite and positive, and every ratio in its tables the ratio of the figures it prints, or of the raw
+figures it writes, within rounding. The answer-growth benchmark likewise: each engine's growth the ratio of its
+figures, and against `generate`'s. The ONNX benchmark likewise: every engine in its own process, each ratio of its
+table that of its raw figures."""
 
 from __future__ import annotations
 
@@ -62,34 +63,35 @@ def _table_rows(stdout: str, header: str) -> list[list[str]]:
 
 # The rows that print one ratio per implementation, from figures the table does not print: a label's beginning, the
 # implementations with a ratio in that row, and the ratio from an implementation's raw figures and the copy bandwidth.
+EVERY_COLUMN = ("llava_qwen3", "built-in Llava", "llava_qwen3 torch backend", "llava_qwen3 INT8")
 DERIVED_RATIOS = [
     (
         "decode vs bandwidth floor",
-        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        EVERY_COLUMN,
         lambda figures, bandwidth: figures["decode_tok_s"] * figures["decoder_weight_gb"] * 1e9 / bandwidth,
     ),
     (
         "batch 8 vs batch 1",
-        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        EVERY_COLUMN,
         lambda figures, _: figures["batch8_tok_s"] / figures["decode_tok_s"],
     ),
     (
         "second turn reused vs recomputed",
-        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        EVERY_COLUMN,
         lambda figures, _: figures["second_turn_reuse_s"] / figures["second_turn_recompute_s"],
     ),
     (
-        "second turn through the torch backend, prefix cache vs none",
-        ("llava_qwen3", "llava_qwen3 INT8"),  # built-in Llava has no backend
+        "INT8's second turn through the torch backend, prefix cache vs none",
+        ("llava_qwen3 INT8",),
         lambda figures, _: figures["backend_second_turn_cached_s"] / figures["backend_second_turn_recompute_s"],
     ),
     (
         "peak memory vs weight bytes",
-        ("llava_qwen3", "built-in Llava", "llava_qwen3 INT8"),
+        EVERY_COLUMN,
         lambda figures, _: figures["peak_rss_gb"] / figures["weight_gb"],
     ),
 ]
-COLUMNS = {"llava_qwen3": 0, "built-in Llava": 1, "llava_qwen3 INT8": 3}  # the implementations' cells in a row
+COLUMNS = dict(zip(EVERY_COLUMN, (0, 1, 3, 5), strict=True))  # the implementations' cells in a row
 
 
 def _row(table: dict[str, list[str]], beginning: str) -> list[str]:
@@ -98,14 +100,15 @@ def _row(table: dict[str, list[str]], beginning: str) -> list[str]:
 
 
 def _check_measure_rows(table: dict[str, list[str]], results: dict, rows: list[tuple]) -> None:
-    """Each measure's row: the three figures are the raw ones to 3 digits, and the two ratios are the printed
-    figures' (this model to built-in Llava, INT8 to fp32) within the rounding of the figures and of the ratio."""
+    """Each measure's row: the four figures are the raw ones to 3 digits, and the three ratios are the printed
+    figures' (this model and the torch backend to built-in Llava, INT8 to fp32) within the rounding of the figures and
+    of the ratio."""
     for label, key, unit, _ in rows:
-        ours, theirs, ratio, int8, int8_ratio = table[label]
-        for cell, name in ((ours, "llava_qwen3"), (theirs, "built-in Llava"), (int8, "llava_qwen3 INT8")):
+        ours, theirs, ratio, backend, backend_ratio, int8, int8_ratio = table[label]
+        for cell, name in zip((ours, theirs, backend, int8), EVERY_COLUMN, strict=True):
             assert cell.endswith(f" {unit}"), cell
             assert math.isclose(_number(cell), results[name][key], rel_tol=FIGURE_ROUNDING), (cell, results[name][key])
-        for printed, top, bottom in ((ratio, ours, theirs), (int8_ratio, int8, ours)):
+        for printed, top, bottom in ((ratio, ours, theirs), (backend_ratio, backend, theirs), (int8_ratio, int8, ours)):
             quotient = _number(top) / _number(bottom)
             _assert_ratio(printed, quotient, RATIO_ROUNDING + 2 * FIGURE_ROUNDING * quotient)
 
@@ -115,8 +118,8 @@ def _check_in_turns(table: dict[str, list[str]], in_turns: dict[str, list[float]
     for beginning, ratios in (
         ("decode, batch 1, in turns", in_turns["decode_ratios"]),
         ("time to first token, in turns", in_turns["ttft_ratios"]),
-        ("torch backend (the server's engine), in turns", in_turns["backend_decode_ratios"]),
-        ("torch backend: time to first token", in_turns["backend_ttft_ratios"]),
+        ("torch backend, in turns with both: decode", in_turns["backend_decode_ratios"]),
+        ("torch backend, in turns with both: time to first token", in_turns["backend_ttft_ratios"]),
     ):
         cell = _row(table, beginning)[2]
         low, high = re.search(r"\(([0-9.]+)-([0-9.]+)\)", cell).groups()
@@ -138,7 +141,7 @@ def _check_tables(stdout: str, figures: dict, measure_rows: list[tuple]) -> None
                 _assert_ratio(row[COLUMNS[name]], ratio_of(results[name], bandwidth))
 
 
-def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int8(tmp_path, monkeypatch):
+def test_pytorch_benchmark_reports_every_figure_for_both_implementations_the_backend_and_int8(tmp_path, monkeypatch):
     output = tmp_path / "figures.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_inference.py"), "--quick"]
     command += ["--new-tokens", "3", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
@@ -149,14 +152,12 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
     assert math.isfinite(figures["copy_bandwidth_gb_s"]) and figures["copy_bandwidth_gb_s"] > 0
     assert set(figures["results"]) == {"CLIP ViT-B/32", "SigLIP-base-patch16-224"}
     for by_implementation in figures["results"].values():
-        assert set(by_implementation) == {"llava_qwen3", "built-in Llava", "llava_qwen3 INT8"}
+        assert set(by_implementation) == set(EVERY_COLUMN)
         # INT8 weights are a quarter of fp32's bytes, except the norms and the input embedding table.
         assert by_implementation["llava_qwen3 INT8"]["weight_gb"] < by_implementation["llava_qwen3"]["weight_gb"]
         for name, measured in by_implementation.items():
             served = (
-                set()
-                if name == "built-in Llava"
-                else {"backend_second_turn_recompute_s", "backend_second_turn_cached_s"}
+                {"backend_second_turn_recompute_s", "backend_second_turn_cached_s"} if name.endswith("INT8") else set()
             )
             assert set(measured) == {
                 "load_s",
@@ -181,11 +182,11 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_and_int
         assert {key: len(values) for key, values in in_turns.items()} == dict.fromkeys(lists, 2)
         assert all(math.isfinite(value) and value > 0 for values in in_turns.values() for value in values)
     assert "| decode, batch 1 |" in result.stdout and "| second turn reused vs recomputed |" in result.stdout
-    assert "| second turn through the torch backend, prefix cache vs none |" in result.stdout
+    assert "| INT8's second turn through the torch backend, prefix cache vs none |" in result.stdout
     assert "| peak memory after imports / load / batch 1 / batch 8 |" in result.stdout
     assert "| decode, batch 1, in turns in one process: median of 2 ratios (range) |" in result.stdout
-    assert "| torch backend (the server's engine), in turns with both: decode vs built-in Llava (" in result.stdout
-    assert "| torch backend: time to first token vs built-in Llava |" in result.stdout
+    assert "| torch backend, in turns with both: decode vs built-in Llava (" in result.stdout
+    assert "| torch backend, in turns with both: time to first token vs built-in Llava |" in result.stdout
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its neighbour full_size.py
     _check_tables(result.stdout, figures, importlib.import_module("pytorch_inference").ROWS)

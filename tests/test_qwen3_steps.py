@@ -1,6 +1,7 @@
 """The torch backend's own steps over the Qwen3 language model (inference/qwen3_steps.py): the same logits and tokens
 as transformers' modules and `generate()` for left-padded batches with pictures, embeddings, a prefix cache and INT8
-layers; the modules' weights shared, not copied; transformers' `generate()` kept where the steps do not apply."""
+layers, through either matrix-product library; the modules' weights read in place, not copied; transformers'
+`generate()` kept where the steps do not apply."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from transformers import Qwen3Config
 
 from llava_qwen3.inference import GenerationRequest, GenerationSettings
 from llava_qwen3.inference.int8 import quantize_linear_layers_int8
-from llava_qwen3.inference.qwen3_steps import unsupported_reason
+from llava_qwen3.inference.qwen3_steps import Qwen3Steps, unsupported_reason
 from llava_qwen3.inference.torch_backend import TorchBackend
 
 ANSWER = GenerationSettings(max_new_tokens=24)
@@ -42,15 +43,17 @@ def _answers(backend: TorchBackend, records: list[dict], steps: bool) -> list[li
 
 @pytest.fixture
 def fresh_model(tiny_clip):
-    """A copy of the tiny model, since the steps make its projections views of fused weights."""
+    """A copy of the tiny model, since the INT8 test quantizes it in place."""
     _, model, processor = tiny_clip
     return copy.deepcopy(model), processor
 
 
-def test_the_steps_give_the_logits_of_the_models_forward_for_a_padded_batch(fresh_model):
+@pytest.mark.parametrize("through_onednn", [False, True], ids=["blas", "onednn"])
+def test_the_steps_give_the_logits_of_the_models_forward_for_a_padded_batch(fresh_model, through_onednn):
     model, processor = fresh_model
     backend = TorchBackend(model, processor)
     assert backend.steps is not None
+    backend.steps = Qwen3Steps(model.model.language_model, model.lm_head, through_onednn)
     records = _records(processor)
     inputs = processor.collate([backend.encode(record) for record in records], return_tensors="pt")
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -68,15 +71,17 @@ def test_the_steps_give_the_logits_of_the_models_forward_for_a_padded_batch(fres
     assert cache.length == ids.shape[1]
 
 
-def test_the_steps_answer_with_generates_tokens_alone_in_a_batch_and_in_int8(fresh_model):
+@pytest.mark.parametrize("through_onednn", [False, True], ids=["blas", "onednn"])
+def test_the_steps_answer_with_generates_tokens_alone_in_a_batch_and_in_int8(fresh_model, through_onednn):
     model, processor = fresh_model
     records = _records(processor)
     backend = TorchBackend(model, processor)
+    backend.steps = Qwen3Steps(model.model.language_model, model.lm_head, through_onednn)
     batched = _answers(backend, records, steps=True)
     assert batched == _answers(backend, records, steps=False)
     assert max(len(tokens) for tokens in batched) == ANSWER.max_new_tokens
     assert [_answers(backend, [record], steps=True)[0] for record in records] == batched
-    # A batch of 8-32 rows takes the other form of the matrix products (FEW_ROWS).
+    # Through PyTorch's BLAS a batch of 8-32 rows takes the other form of the matrix products (FEW_ROWS).
     assert _answers(backend, records * 3, steps=True) == batched * 3
     # INT8 layers are called as modules. Their activations are quantized with one scale over the whole batch, padding
     # positions included, whose values are never read and differ between implementations: compared alone.
@@ -104,15 +109,12 @@ def test_the_steps_continue_from_the_prefix_cache_as_generate_does(fresh_model):
     )
 
 
-def test_the_fused_projections_are_the_modules_own_weights(fresh_model):
+def test_the_steps_read_the_modules_own_weights(fresh_model):
     model, processor = fresh_model
-    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    TorchBackend(model, processor)
-    attention = model.model.language_model.layers[0].self_attn
-    storage = attention.q_proj.weight.untyped_storage().data_ptr()
-    assert attention.k_proj.weight.untyped_storage().data_ptr() == storage
-    assert attention.v_proj.weight.untyped_storage().data_ptr() == storage
-    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    weights = {name: tensor.data_ptr() for name, tensor in model.state_dict().items()}
+    backend = TorchBackend(model, processor)
+    backend.generate([GenerationRequest(_records(processor)[0], ANSWER)])
+    assert {name: tensor.data_ptr() for name, tensor in model.state_dict().items()} == weights
 
 
 def test_the_steps_say_where_they_do_not_apply(tiny_clip):

@@ -1,13 +1,14 @@
 """The Qwen3 language model's forward pass for the torch backend's generation on CPU, outside transformers' modules.
 
-Why: on a CPU a decoding step of Qwen3-0.6B reads its 2.4 GB of weights, which takes 82-87 ms at memory speed, and
+Why: on a CPU a decoding step of Qwen3-0.6B reads its 2.4 GB of weights, which takes 82-92 ms at memory speed, and
 transformers' modules add about 60 small operators a layer around those products, 20-28 ms of a 111 ms step
-(docs/performance.md). These steps compute the same function with fewer operators:
+(docs/performance.md). These steps compute the same function with fewer operators and with the matrix-product library
+that is faster on the CPU at hand:
 
-- the query/key/value and the gate/up projections each as one matrix product, over weights concatenated once when the
-  steps are made; the modules' own weights become views of the concatenation, so nothing is held twice and the model's
-  `forward` and `generate` still work on the same tensors;
-- the residual additions inside the output and down products (`addmm`);
+- the modules' own weights, read in place (nothing copied, so a memory-mapped checkpoint stays the only copy);
+- the query/key/value outputs side by side, so that one norm and one rotation serve the query and key heads;
+- the residual additions inside the output and down products (`addmm`) where PyTorch's BLAS computes them;
+- on x86 CPUs other than Intel's, every product through oneDNN (`PRODUCTS_THROUGH_ONEDNN`);
 - a cache preallocated for the batch's prompt and answer, written in place, attended through
   `scaled_dot_product_attention` on its filled part (grouped-query heads read in place);
 - the rotary tables from the model's own rotary embedding, computed once a step for every layer.
@@ -17,8 +18,11 @@ Anything else (a layer that is not a plain `nn.Linear`, e.g. INT8 or a LoRA adap
 
 from __future__ import annotations
 
+import platform
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,36 +62,39 @@ class StepCache:
 
 
 class Qwen3Steps:
-    """Runs `language_model` (transformers' `Qwen3Model`) and `head` over a `StepCache`; see the module docstring."""
+    """Runs `language_model` (transformers' `Qwen3Model`) and `head` over a `StepCache`; see the module docstring.
+    `through_onednn` picks the matrix-product library (default: `PRODUCTS_THROUGH_ONEDNN`, the faster one here)."""
 
-    def __init__(self, language_model: nn.Module, head: nn.Module) -> None:
+    def __init__(self, language_model: nn.Module, head: nn.Module, through_onednn: bool | None = None) -> None:
+        onednn = PRODUCTS_THROUGH_ONEDNN if through_onednn is None else through_onednn
         config = language_model.config
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.rotary_embedding = language_model.rotary_emb
         self.final_norm = _norm(language_model.norm)
-        self.head = _product_of(head)
+        self.head = _product_of(head, onednn)
         self.layers = []
         for layer in language_model.layers:
             attention, mlp = layer.self_attn, layer.mlp
             self.layers.append(
                 (
                     _norm(layer.input_layernorm),
-                    _fused(attention.q_proj, attention.k_proj, attention.v_proj),
+                    _side_by_side([attention.q_proj, attention.k_proj, attention.v_proj], onednn),
                     self._query_key_norm(attention.q_norm, attention.k_norm),
                     attention.scaling,
-                    _with_residual(attention.o_proj),
+                    _with_residual(attention.o_proj, onednn),
                     _norm(layer.post_attention_layernorm),
-                    _fused(mlp.gate_proj, mlp.up_proj),
+                    _product_of(mlp.gate_proj, onednn),
+                    _product_of(mlp.up_proj, onednn),
                     mlp.act_fn,
-                    _with_residual(mlp.down_proj),
+                    _with_residual(mlp.down_proj, onednn),
                 )
             )
 
     def _query_key_norm(self, query_norm: nn.Module, key_norm: nn.Module) -> tuple[torch.Tensor, float]:
-        """The query and key heads lie side by side in the fused product, so one norm over both does both: each head's
-        own weight (the query norm's for the first `num_heads`, the key norm's for the rest)."""
+        """The query and key heads lie side by side in the projections' output, so one norm over both does both: each
+        head's own weight (the query norm's for the first `num_heads`, the key norm's for the rest)."""
         if query_norm.variance_epsilon != key_norm.variance_epsilon:
             raise ValueError("the query and key norms of a Qwen3 layer have different epsilons.")
         weight = torch.cat(
@@ -132,7 +139,7 @@ class Qwen3Steps:
         heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
         hidden = embeds.reshape(batch * new, hidden_size)
         for index, layer in enumerate(self.layers):
-            input_norm, qkv, query_key_norm, scale, output, post_norm, gate_up, activation, down = layer
+            input_norm, qkv, query_key_norm, scale, output, post_norm, gate, up, activation, down = layer
             projected = qkv(_rms_norm(hidden, *input_norm)).reshape(batch, new, heads + 2 * kv_heads, head_dim)
             normed = _rms_norm(projected[:, :, : heads + kv_heads], *query_key_norm)
             rotated = (normed * cos).add_(normed.roll(half, dims=-1).mul_(signed_sin))
@@ -148,8 +155,8 @@ class Qwen3Steps:
                 enable_gqa=True,
             )
             hidden = output(hidden, attended.transpose(1, 2).reshape(batch * new, heads * head_dim))
-            gate, up = gate_up(_rms_norm(hidden, *post_norm)).chunk(2, dim=-1)
-            hidden = down(hidden, activation(gate).mul_(up))
+            normed_hidden = _rms_norm(hidden, *post_norm)
+            hidden = down(hidden, activation(gate(normed_hidden)).mul_(up(normed_hidden)))
         cache.length = end
         last = hidden.view(batch, new, hidden_size)[:, -1]
         return self.head(_rms_norm(last, *self.final_norm))
@@ -182,56 +189,65 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> tor
     return weight * normed.to(hidden.dtype)
 
 
+def _onednn_is_faster() -> bool:
+    """Whether oneDNN computes fp32 matrix products faster than PyTorch's BLAS on this machine. On x86, PyTorch's BLAS
+    is Intel's MKL, which runs its fast kernels on Intel's CPUs only; oneDNN picks its kernels by instruction set. On an
+    AMD EPYC (Zen 4, AVX-512) oneDNN reads a weight 1.6-1.8x faster at 1-8 rows and computes 1.5x faster at 64
+    (docs/performance.md); on Intel's CPUs MKL's own forms below were measured at memory speed. Only Linux on x86 is
+    measured; elsewhere PyTorch's BLAS."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists() or not torch.backends.mkldnn.is_available():
+        return False
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo.read_text(), re.M)
+    return vendor is not None and vendor.group(1) != "GenuineIntel" and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+PRODUCTS_THROUGH_ONEDNN = _onednn_is_faster()
+
 # Row counts at which MKL's sgemm reads a weight faster as `W @ x.T` than as `x @ W.T` (F.linear): on the benchmark's
 # Xeon 1.3-1.8x faster from 8 to 32 rows; at 1-4 rows F.linear's path is as fast or faster (2 rows: 2x faster), from
 # about 64 rows the two are equal (docs/performance.md). So a decoding batch of 8-32 rows takes the other form.
 FEW_ROWS = range(8, 33)
 
 
-def _product(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(states, weight, bias)` for 2-D `states`, in the faster form for its row count."""
+def _product(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, onednn: bool) -> torch.Tensor:
+    """`F.linear(states, weight, bias)` for 2-D `states`: through oneDNN (on the weight as it is, nothing reordered
+    or copied), or through PyTorch's BLAS in the faster form for its row count."""
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(states, weight, bias, "none", [], "")
     if states.shape[0] in FEW_ROWS:
         product = torch.mm(weight, states.t()).t()
         return product if bias is None else product + bias
     return F.linear(states, weight, bias)
 
 
-def _product_of(linear: nn.Module) -> Projection:
+def _product_of(linear: nn.Module, onednn: bool) -> Projection:
     """A module's product: a plain `nn.Linear` through `_product`, anything else (INT8, adapters) as its module."""
     if type(linear) is nn.Linear:
         weight, bias = linear.weight, linear.bias
-        return lambda states: _product(states, weight, bias)
+        return lambda states: _product(states, weight, bias, onednn)
     return linear
 
 
-def _fused(*linears: nn.Module) -> Projection:
-    """One product for several projections of the same input, their outputs side by side. Plain `nn.Linear`s get
-    one weight, their concatenation, and their own weights become views of it; other modules are called in turn."""
-    if not all(type(linear) is nn.Linear for linear in linears) or len({linear.bias is None for linear in linears}) > 1:
-        return lambda states: torch.cat([linear(states) for linear in linears], dim=-1)
-    with torch.no_grad():
-        weight = torch.cat([linear.weight for linear in linears])
-        bias = None if linears[0].bias is None else torch.cat([linear.bias for linear in linears])
-        offset = 0
-        for linear in linears:
-            rows = linear.out_features
-            linear.weight.data = weight[offset : offset + rows]
-            if bias is not None:
-                linear.bias.data = bias[offset : offset + rows]
-            offset += rows
-    return lambda states: _product(states, weight, bias)
+def _side_by_side(linears: list[nn.Module], onednn: bool) -> Projection:
+    """Several projections of the same input, their outputs side by side in one tensor. Each reads its module's own
+    weight: a weight concatenated once would make the step 4% faster but hold a second copy of two thirds of the
+    language model, since a memory-mapped checkpoint's pages stay resident once read (docs/performance.md)."""
+    products = [_product_of(linear, onednn) for linear in linears]
+    return lambda states: torch.cat([product(states) for product in products], dim=-1)
 
 
-def _with_residual(linear: nn.Module) -> ResidualProjection:
-    """`residual + linear(states)`: for a plain `nn.Linear` without bias in one `addmm` (unless `FEW_ROWS`)."""
-    if type(linear) is nn.Linear and linear.bias is None:
+def _with_residual(linear: nn.Module, onednn: bool) -> ResidualProjection:
+    """`residual + linear(states)`: for a plain `nn.Linear` without bias through PyTorch's BLAS in one `addmm` (unless
+    `FEW_ROWS`)."""
+    if type(linear) is nn.Linear and linear.bias is None and not onednn:
         weight = linear.weight
 
         def add_product(residual: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
             if states.shape[0] in FEW_ROWS:
-                return residual + _product(states, weight)
+                return residual + _product(states, weight, None, onednn=False)
             return torch.addmm(residual, states, weight.t())
 
         return add_product
-    product = _product_of(linear)
+    product = _product_of(linear, onednn)
     return lambda residual, states: residual + product(states)

@@ -84,8 +84,7 @@ class _RequestsDone(StoppingCriteria):
 
 class TorchBackend(InferenceBackend):
     """`LlavaQwen3ForConditionalGeneration` and its processor; with `prefix_cache_bytes`, a prefix cache of that
-    budget. On CPU the backend decodes through `Qwen3Steps`, which makes the model's query/key/value and gate/up
-    weights views of one concatenated weight each (same values; the model's own forward is unchanged)."""
+    budget. On CPU the backend decodes through `Qwen3Steps`, which reads the model's weights in place."""
 
     name = "torch"
     tensor_type = "pt"
