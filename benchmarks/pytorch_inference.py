@@ -234,10 +234,12 @@ def peak_rss_gb() -> float:
 
 
 def read_through(folder: Path) -> None:
-    """Reads the folder's files once, so that every load is timed from the page cache, not from a cold disk."""
+    """Reads the folder's files once, so that every load is timed from the page cache, not from a cold disk. Into one
+    small buffer, so that the peak resident set after the imports is the imports' (64 MiB chunks added 0.07 GB)."""
+    buffer = bytearray(2**20)
     for path in folder.iterdir():
         with path.open("rb") as file:
-            while file.read(64 * 2**20):
+            while file.readinto(buffer):
                 pass
 
 
