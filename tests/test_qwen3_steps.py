@@ -14,7 +14,7 @@ from transformers import Qwen3Config
 
 from llava_qwen3.inference import GenerationRequest, GenerationSettings
 from llava_qwen3.inference.int8 import quantize_linear_layers_int8
-from llava_qwen3.inference.qwen3_steps import Qwen3Steps, unsupported_reason
+from llava_qwen3.inference.qwen3_steps import Qwen3Steps, onednn_is_faster, unsupported_reason
 from llava_qwen3.inference.torch_backend import TorchBackend
 
 ANSWER = GenerationSettings(max_new_tokens=24)
@@ -126,3 +126,11 @@ def test_the_steps_say_where_they_do_not_apply(tiny_clip):
     settings = {name: value for name, value in text_config.to_dict().items() if name != "layer_types"}
     sliding = Qwen3Config(**{**settings, "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0})
     assert "sliding" in unsupported_reason(sliding, torch.device("cpu"))
+
+
+def test_products_go_through_onednn_on_x86_cpus_other_than_intels():
+    # MKL, PyTorch's BLAS on x86, runs its fast kernels on Intel's CPUs only (docs/performance.md).
+    assert onednn_is_faster("processor\t: 0\nvendor_id\t: AuthenticAMD\n", "x86_64")
+    assert not onednn_is_faster("processor\t: 0\nvendor_id\t: GenuineIntel\n", "x86_64")
+    assert not onednn_is_faster("processor\t: 0\nvendor_id\t: AuthenticAMD\n", "aarch64")  # not measured there
+    assert not onednn_is_faster(None, "x86_64")

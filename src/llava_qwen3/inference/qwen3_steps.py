@@ -189,20 +189,25 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, epsilon: float) -> tor
     return weight * normed.to(hidden.dtype)
 
 
-def _onednn_is_faster() -> bool:
-    """Whether oneDNN computes fp32 matrix products faster than PyTorch's BLAS on this machine. On x86, PyTorch's BLAS
-    is Intel's MKL, which runs its fast kernels on Intel's CPUs only; oneDNN picks its kernels by instruction set. On an
-    AMD EPYC (Zen 4, AVX-512) oneDNN reads a weight 1.6-1.8x faster at 1-8 rows and computes 1.5x faster at 64
-    (docs/performance.md); on Intel's CPUs MKL's own forms below were measured at memory speed. Only Linux on x86 is
-    measured; elsewhere PyTorch's BLAS."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.machine() != "x86_64" or not cpuinfo.exists() or not torch.backends.mkldnn.is_available():
+def onednn_is_faster(cpuinfo: str | None, machine: str) -> bool:
+    """Whether oneDNN computes fp32 matrix products faster than PyTorch's BLAS on a machine with this `/proc/cpuinfo`
+    text (None where there is none) and `platform.machine()`. On x86, PyTorch's BLAS is Intel's MKL, which runs its
+    fast kernels on Intel's CPUs only; oneDNN picks its kernels by instruction set. On an AMD EPYC (Zen 4, AVX-512)
+    oneDNN reads a weight 1.6-1.8x faster at 1-8 rows and computes 1.3-1.8x faster at 64 (docs/performance.md); on
+    Intel's CPUs MKL's own forms below were measured at memory speed. Only Linux on x86 is measured; elsewhere
+    PyTorch's BLAS."""
+    if machine != "x86_64" or cpuinfo is None or not torch.backends.mkldnn.is_available():
         return False
-    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo.read_text(), re.M)
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, re.M)
     return vendor is not None and vendor.group(1) != "GenuineIntel" and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-PRODUCTS_THROUGH_ONEDNN = _onednn_is_faster()
+def _cpuinfo() -> str | None:
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.exists() else None
+
+
+PRODUCTS_THROUGH_ONEDNN = onednn_is_faster(_cpuinfo(), platform.machine())
 
 # Row counts at which MKL's sgemm reads a weight faster as `W @ x.T` than as `x @ W.T` (F.linear): on the benchmark's
 # Xeon 1.3-1.8x faster from 8 to 32 rows; at 1-4 rows F.linear's path is as fast or faster (2 rows: 2x faster), from

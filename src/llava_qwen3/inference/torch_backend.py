@@ -177,8 +177,7 @@ class TorchBackend(InferenceBackend):
             return_dict_in_generate=True,
             **({} if prefilled is None else {CACHE_ARGUMENT: prefilled}),
         )
-        cache = getattr(output, CACHE_ARGUMENT)
-        return output.sequences, [(layer.keys, layer.values) for layer in cache.layers]
+        return output.sequences, _layers(getattr(output, CACHE_ARGUMENT))
 
     def _generate_in_steps(
         self,
@@ -193,10 +192,11 @@ class TorchBackend(InferenceBackend):
         # The last token is never fed back, so the cache needs room for all but one of the new tokens.
         cache = self.steps.new_cache(attention_mask, input_ids.shape[1] + decoding.max_new_tokens - 1)
         if prefilled is not None:
-            self.steps.fill(cache, [(layer.keys, layer.values) for layer in prefilled.layers])
+            self.steps.fill(cache, _layers(prefilled))
         inner = self.model.model
+        embedding = inner.get_input_embeddings()
         new_ids = input_ids[:, cache.length :]
-        embeds = inner.get_input_embeddings()(new_ids)
+        embeds = embedding(new_ids)
         if model_inputs.get("pixel_values") is not None:
             images = inner.project_images(model_inputs["pixel_values"])
             embeds = inner.merge_image_features(new_ids, embeds, images)
@@ -212,7 +212,7 @@ class TorchBackend(InferenceBackend):
             if decoding.advance(tokens.cpu().numpy()).all():
                 break
             position = position + 1
-            logits = self.steps.forward(inner.get_input_embeddings()(tokens[:, None]), position, cache)
+            logits = self.steps.forward(embedding(tokens[:, None]), position, cache)
         return sequences, cache.layers()
 
     def _prefilled_batch(
@@ -306,6 +306,11 @@ def _inputs_after(
         for name, items in row_embeds.items():
             modality_embeds.setdefault(name, []).extend(items)
     return (torch.stack(images) if images else None), (modality_embeds or None)
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values `(batch, heads, length, dim)`."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _layer(cache: DynamicCache, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
