@@ -189,6 +189,13 @@ def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> flo
     return time.perf_counter() - start
 
 
+def backend_decode(backend: TorchBackend, inputs: dict, new_tokens: int) -> tuple[float, float]:
+    """The backend's decode rate, (new_tokens - 1) over the difference between a request for new_tokens tokens and one
+    for 1, and that one-token request's wall time (its first token)."""
+    first_token_s = backend_seconds(backend, inputs, 1)
+    return (new_tokens - 1) / (backend_seconds(backend, inputs, new_tokens) - first_token_s), first_token_s
+
+
 def backend_second_turn(
     model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, repeats: int
 ) -> dict[str, float]:
@@ -297,9 +304,9 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
 
 
 def measure_backend(folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
-    """`measure`'s figures for this model's checkpoint through the torch backend; the decode rate is (new_tokens - 1)
-    over the difference between a request for new_tokens tokens and one for 1, and the second turn's first token is
-    computed with the backend's prefix cache holding the first turn ("reuse") and without ("recompute")."""
+    """`measure`'s figures for this model's checkpoint through the torch backend; the decode rate as `backend_decode`
+    gives it, and the second turn's first token computed with the backend's prefix cache holding the first turn
+    ("reuse") and without ("recompute")."""
     read_through(folder)
     stages = {"peak_rss_imports_gb": peak_rss_gb()}
     start = time.perf_counter()
@@ -311,10 +318,7 @@ def measure_backend(folder: Path, new_tokens: int, repeats: int) -> dict[str, fl
     one = prompt(model)
 
     ttft_s = median_seconds(lambda: backend_seconds(backend, one, 1), repeats)
-    rates = []
-    for _ in range(repeats):
-        answer_s = backend_seconds(backend, one, new_tokens)
-        rates.append((new_tokens - 1) / (answer_s - backend_seconds(backend, one, 1)))
+    rates = [backend_decode(backend, one, new_tokens)[0] for _ in range(repeats)]
     stages["peak_rss_batch1_gb"] = peak_rss_gb()
     batch_s = median_seconds(lambda: backend_seconds(backend, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
     stages["peak_rss_batch8_gb"] = peak_rss_gb()
@@ -338,16 +342,11 @@ def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str
     process and measured in turns, `pairs` times, the order switching each time: one process's figures against
     another's also carry the drift of a shared machine between the two runs, which this spreads over both alike.
     This model is measured twice, through its `generate()` and through the torch backend (what the server, the
-    evaluation and the generator run); the backend's decode rate is (new_tokens - 1) over the difference between a
-    request for new_tokens tokens and one for 1."""
+    evaluation and the generator run; its decode rate as `backend_decode` gives it)."""
     models = {name: load(name, folders[name]) for name in IMPLEMENTATIONS}
     ours, theirs = IMPLEMENTATIONS
     backend = TorchBackend(models[ours], backend_processor(models[ours]))
     inputs = {name: prompt(model) for name, model in models.items()}
-
-    def through_backend() -> tuple[float, float]:
-        first_token_s = backend_seconds(backend, inputs[ours], 1)
-        return (new_tokens - 1) / (backend_seconds(backend, inputs[ours], new_tokens) - first_token_s), first_token_s
 
     def through_generate(name: str) -> tuple[float, float]:
         rate = decode_rate(models[name], inputs[name], new_tokens)
@@ -358,7 +357,7 @@ def alternate(folders: dict[str, Path], new_tokens: int, pairs: int) -> dict[str
     contestants = {
         ours: lambda: through_generate(ours),
         theirs: lambda: through_generate(theirs),
-        BACKEND: through_backend,
+        BACKEND: lambda: backend_decode(backend, inputs[ours], new_tokens),
     }
     for measure_once in contestants.values():
         measure_once()  # warm-up
