@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from helpers import draw_image, run_fresh_python, user_prompt
@@ -32,6 +33,7 @@ QUESTIONS = [
 
 
 # The fused decoder is built where onnxruntime-genai's builder runs (transformers 5); CI runs its tests there.
+SPINNING = "session.intra_op.allow_spinning"
 DECODERS = ["merged", pytest.param("fused", marks=pytest.mark.one_line)]
 
 
@@ -208,6 +210,25 @@ def test_q4_is_reported_with_looser_agreement(onnx_export, decoder):
 def test_fp32_decode_logits_match(onnx_export, each_decoder):
     expected, actual = decode_logits(onnx_export, each_decoder)
     np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_the_image_and_embedding_graphs_leave_the_cores_to_the_decoder(onnx_export):
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    runner = LlavaQwen3OnnxModel(onnx_export[0], session_options=options)
+    decoder = runner.decoder_session.get_session_options()
+    assert decoder.intra_op_num_threads == 2
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # as given: its workers spin between tokens
+        decoder.get_session_config_entry(SPINNING)
+    vision = runner.sessions[onnx_layout.VISION_ENCODER].get_session_options()
+    embed = runner.sessions[onnx_layout.EMBED_TOKENS].get_session_options()
+    assert (vision.intra_op_num_threads, embed.intra_op_num_threads) == (2, 1)
+    for side in (vision, embed):
+        assert side.get_session_config_entry(SPINNING) == "0"
+        assert side.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # the caller's options are left alone
+        options.get_session_config_entry(SPINNING)
 
 
 def test_streamer_sees_the_prompt_then_each_token(runner, onnx_export):

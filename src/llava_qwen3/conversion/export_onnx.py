@@ -20,7 +20,18 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..commands import exit_on_error
-from ..inference.onnx_layout import GRAPHS, PAST, PRESENT, cache_names, external_data_path, graph_path, save_graph
+from ..inference.onnx_layout import (
+    EMBED_TOKENS,
+    GRAPHS,
+    MERGED_DECODER,
+    PAST,
+    PRESENT,
+    VISION_ENCODER,
+    cache_names,
+    external_data_path,
+    graph_path,
+    save_graph,
+)
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
 from .build import load_source_config
@@ -103,21 +114,21 @@ def export_graphs(model: LlavaQwen3ForConditionalGeneration, folder: Path, exter
         past,
     )
     exports = {
-        "vision_encoder": (
+        VISION_ENCODER: (
             VisionEncoder(model),
             (pixel_values,),
             ["pixel_values"],
             ["image_features"],
             ({0: "num_images"},),
         ),
-        "embed_tokens": (
+        EMBED_TOKENS: (
             TokenEmbedder(model),
             (input_ids,),
             ["input_ids"],
             ["inputs_embeds"],
             ({0: "batch_size", 1: "sequence_length"},),
         ),
-        "decoder_model_merged": (
+        MERGED_DECODER: (
             MergedDecoder(model),
             decoder_inputs,
             ["inputs_embeds", "attention_mask", "position_ids", *cache_names(PAST, num_layers)],

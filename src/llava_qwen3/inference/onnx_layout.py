@@ -31,8 +31,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+VISION_ENCODER = "vision_encoder"
+EMBED_TOKENS = "embed_tokens"
 MERGED_DECODER = "decoder_model_merged"
-GRAPHS = ("vision_encoder", "embed_tokens", MERGED_DECODER)
+GRAPHS = (VISION_ENCODER, EMBED_TOKENS, MERGED_DECODER)
 # The file suffixes transformers.js looks for; its dtype "q8" loads the "_quantized" files.
 VARIANT_SUFFIXES = {
     "fp32": "",
