@@ -3,12 +3,12 @@ mmproj) at f32, q8_0 and Q4_K_M, and timed in llama-server with the same picture
 
 The executables come from scripts/build_llama_cpp.sh (pass the folder it prints). Time to first token is the server's
 own prompt time (the picture encoded and the prompt processed: the first token is sampled from its last logits);
-decode is the server's tokens per second over the generated tokens after the first.
+decode is the server's tokens per second over the generated tokens after the first. The benchmark runs the server
+in turns with the ONNX variant it rivals (onnx_generation.py).
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from PIL import Image
 
 from llava_qwen3 import LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.export_gguf import GgufExport, export_gguf
-from llava_qwen3.conversion.llama_cpp import find_executable, llama_server
+from llava_qwen3.conversion.llama_cpp import LlamaServer, find_executable
 from llava_qwen3.processing import IMAGE_TOKEN
 
 # The GGUF type measured against each ONNX variant.
@@ -24,12 +24,13 @@ GGUF_TYPES = {"fp32": "f32", "quantized": "q8_0", "q4": "q4_k_m"}
 
 
 @dataclass(frozen=True)
-class LlamaCppTiming:
+class LlamaCppRun:
+    """One completion's figures, as llama-server reports them."""
+
     ttft_s: float
     prompt_tokens: int  # as llama-server counts them: the picture's positions and the text's
     decode_tok_s: float
     tokens: list[int]
-    language_model_bytes: int
 
 
 def check_tools(folder: Path) -> None:
@@ -58,25 +59,13 @@ def export_variants(
     return exports
 
 
-def timings(
-    exports: dict[str, GgufExport],
-    tools: Path,
-    prompt: str,
-    image: Image.Image,
-    new_tokens: int,
-    repeats: int,
-    threads: int,
-) -> dict[str, LlamaCppTiming]:
-    """Median time to first token and decode rate of each export over `repeats` runs after a warm-up."""
-    results = {}
-    for variant, export in exports.items():
-        with llama_server(export.language_model, export.projector, tools, threads) as server:
-            runs = [server.complete(prompt, [image], IMAGE_TOKEN, new_tokens) for _ in range(repeats + 1)][1:]
-        results[variant] = LlamaCppTiming(
-            ttft_s=statistics.median(run["timings"]["prompt_ms"] / 1000 for run in runs),
-            prompt_tokens=runs[-1]["timings"]["prompt_n"],
-            decode_tok_s=statistics.median(run["timings"]["predicted_per_second"] for run in runs),
-            tokens=runs[-1]["tokens"],
-            language_model_bytes=export.language_model.stat().st_size,
-        )
-    return results
+def llama_cpp_run(server: LlamaServer, prompt: str, image: Image.Image, new_tokens: int) -> LlamaCppRun:
+    """One greedy completion of `new_tokens` tokens, timed by the server itself."""
+    response = server.complete(prompt, [image], IMAGE_TOKEN, new_tokens)
+    timings = response["timings"]
+    return LlamaCppRun(
+        ttft_s=timings["prompt_ms"] / 1000,
+        prompt_tokens=timings["prompt_n"],
+        decode_tok_s=timings["predicted_per_second"],
+        tokens=response["tokens"],
+    )

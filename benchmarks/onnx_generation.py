@@ -9,7 +9,8 @@ engine's decoder weights once per token at the copy bandwidth measured in this r
 
 With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
 model is also exported with `llava-qwen3-export-gguf` at f32, q8_0 and Q4_K_M and timed in llama-server with the same
-picture and prompt (`llama_cpp_yardstick.py`), each beside the ONNX variant it rivals.
+picture and prompt (`llama_cpp_yardstick.py`), each in turns with the fused ONNX variant it rivals: one run of each,
+then again, so that both see the machine at the same speed; the ratios are each pair's, as median and range.
 
     python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp BIN_DIR] [--quick]
 """
@@ -32,14 +33,16 @@ from transformers import AutoConfig
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion.build import finish_generation_config
+from llava_qwen3.conversion.export_gguf import GgufExport
 from llava_qwen3.conversion.export_onnx import export_onnx
+from llava_qwen3.conversion.llama_cpp import llama_server
 from llava_qwen3.conversion.tiny import image_processor_for, tiny_config, train_tokenizer
 from llava_qwen3.inference.onnx_layout import FUSED_DECODER, GRAPHS, MERGED_DECODER, external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.processing import IMAGE_TOKEN
 
 from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
-from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, timings
+from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, llama_cpp_run
 
 # Each row: the engine, the export variant and the decoder graph.
 ENGINES = {
@@ -85,19 +88,20 @@ def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str, batch: in
     return dict(processor(images=[image] * batch, text=[text] * batch, return_tensors=return_tensors))
 
 
+def one_run(generate) -> tuple[float, float, np.ndarray]:
+    """One generation's time to first token (s), decode rate (new tokens/s over all rows) and tokens."""
+    clock = TokenClock()
+    start = time.perf_counter()
+    tokens = np.asarray(generate(clock))
+    rate = len(tokens) * (len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1])
+    return clock.stamps[1] - start, rate, tokens
+
+
 def timed(generate, repeats: int) -> tuple[float, float, np.ndarray]:
-    """Median time to first token (s) and median decode rate (new tokens/s over all rows) over `repeats` runs after
-    a warm-up, and the last run's tokens."""
-    first, rates, tokens = [], [], None
-    for run in range(repeats + 1):
-        clock = TokenClock()
-        start = time.perf_counter()
-        tokens = np.asarray(generate(clock))
-        if run == 0:
-            continue  # warm-up
-        first.append(clock.stamps[1] - start)
-        rates.append(len(tokens) * (len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1]))
-    return statistics.median(first), statistics.median(rates), tokens
+    """Median time to first token (s) and median decode rate over `repeats` runs after a warm-up, and the last run's
+    tokens."""
+    runs = [one_run(generate) for _ in range(repeats + 1)][1:]  # the first is the warm-up
+    return statistics.median(run[0] for run in runs), statistics.median(run[1] for run in runs), runs[-1][2]
 
 
 def file_bytes(path: Path) -> int:
@@ -125,6 +129,13 @@ def peak_resident_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def onnx_new_tokens(runner: LlavaQwen3OnnxModel, clock: TokenClock, batch: int, new_tokens: int) -> np.ndarray:
+    """The runner's greedy answer to `batch` copies of the prompt, every token stamped by `clock`."""
+    inputs = prompt_inputs(runner.processor, "np", batch)
+    output = runner.generate(**inputs, max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)
+    return output[:, inputs["input_ids"].shape[1] :]
+
+
 def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, threads: int) -> dict:
     """One engine's figures, in a process of its own."""
     kind, variant, decoder = ENGINES[engine]
@@ -147,9 +158,7 @@ def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, th
         processor = runner.processor
 
         def run(clock: TokenClock, batch: int) -> np.ndarray:
-            inputs = prompt_inputs(processor, "np", batch)
-            output = runner.generate(**inputs, max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)
-            return output[:, inputs["input_ids"].shape[1] :]
+            return onnx_new_tokens(runner, clock, batch, new_tokens)
 
     first, rate, tokens = timed(lambda clock: run(clock, 1), repeats)
     _, batch_rate, _ = timed(lambda clock: run(clock, BATCH), repeats)
@@ -165,6 +174,51 @@ def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, th
         "decoder_bytes": decoder_bytes,
         "loaded_bytes": loaded_bytes,
     }
+
+
+def in_turns_with_llama_cpp(
+    engine: str, workdir: Path, export: GgufExport, tools: Path, new_tokens: int, repeats: int, threads: int
+) -> dict:
+    """An ONNX engine and llama-server with its rival GGUF file, in turns in one process: one run of each, `repeats`
+    times after a warm-up of each. The speed of a shared virtual machine drifts from one minute to the next (the same
+    decoder decoded at 12 and at 17 tok/s a minute apart); a pair of runs seconds apart sees the same machine, so each
+    pair gives a ratio, and the ratios' median and range are the comparison."""
+    _, variant, decoder = ENGINES[engine]
+    runner = LlavaQwen3OnnxModel(workdir / "export", variant=variant, decoder=decoder)
+    image, prompt = prompt_picture_and_text(runner.processor)
+    ours, theirs = [], []
+    with llama_server(export.language_model, export.projector, tools, threads) as server:
+        for _ in range(repeats + 1):
+            ours.append(one_run(lambda clock: onnx_new_tokens(runner, clock, 1, new_tokens)))
+            theirs.append(llama_cpp_run(server, prompt, image, new_tokens))
+    ours, theirs = ours[1:], theirs[1:]  # the first of each is the warm-up
+    prompt_tokens = int(prompt_inputs(runner.processor, "np")["input_ids"].shape[1])
+    runs = [
+        {
+            "ttft_s": our[0],
+            "decode_tok_s": our[1],
+            "llama_cpp_ttft_s": their.ttft_s,
+            "llama_cpp_decode_tok_s": their.decode_tok_s,
+            "decode_ratio": our[1] / their.decode_tok_s,
+            "prompt_ratio": (prompt_tokens / our[0]) / (their.prompt_tokens / their.ttft_s),
+        }
+        for our, their in zip(ours, theirs, strict=True)
+    ]
+    return {
+        **{key: statistics.median(run[key] for run in runs) for key in runs[0]},
+        "runs": runs,
+        "prompt_tokens": prompt_tokens,
+        "llama_cpp_prompt_tokens": theirs[-1].prompt_tokens,
+        "tokens": ours[-1][2][0].tolist(),
+        "llama_cpp_tokens": theirs[-1].tokens,
+        "llama_cpp_file_bytes": export.language_model.stat().st_size,
+    }
+
+
+def median_and_range(runs: list[dict], key: str) -> str:
+    """The median of the runs' figure `key` and its range, as a ratio: "0.96x (0.83-1.25)"."""
+    values = [run[key] for run in runs]
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:
@@ -229,29 +283,33 @@ def main() -> None:
         )
     report = {"bandwidth_bytes_per_s": bandwidth, "engines": results}
     if args.llama_cpp:
-        image, prompt = prompt_picture_and_text(processor)
         gguf = export_variants(model, processor, workdir, args.llama_cpp)
-        llama = timings(gguf, args.llama_cpp, prompt, image, args.new_tokens, args.repeats, threads)
-        report["llama.cpp"] = {variant: vars(figures) for variant, figures in llama.items()}
+        rivals = {engine: variant for engine, (_, variant, decoder) in ENGINES.items() if decoder == "fused"}
+        print(f"\nthe fused decoders and llama.cpp in turns, {args.repeats} pairs of runs each:", flush=True)
+        llama = {}
+        for index, (engine, variant) in enumerate(rivals.items(), 1):
+            arguments = (engine, workdir, gguf[variant], args.llama_cpp, args.new_tokens, args.repeats, threads)
+            with spawn.Pool(1) as pool:
+                llama[engine] = pool.apply(in_turns_with_llama_cpp, arguments)
+            print(f"[{index}/{len(rivals)}] {engine} and llama.cpp {GGUF_TYPES[variant]}", flush=True)
+        report["llama.cpp"] = llama
         print(
             "\n| ONNX, fused decoder | time to first token | prompt | decode | llama.cpp | language model file | "
             "time to first token | prompt | decode | tokens equal to PyTorch | ONNX / llama.cpp decode | "
             "ONNX / llama.cpp prompt |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        for engine, (_, variant, decoder) in ENGINES.items():
-            if decoder != "fused":
-                continue
-            ours, theirs = results[engine], llama[variant]
-            same = int(np.cumprod(np.equal(theirs.tokens, reference["tokens"])).sum())
-            ours_prompt, theirs_prompt = prompt_tokens / ours["ttft_s"], theirs.prompt_tokens / theirs.ttft_s
+        for engine, pair in llama.items():
+            same = int(np.cumprod(np.equal(pair["llama_cpp_tokens"], reference["tokens"])).sum())
+            ours_prompt = pair["prompt_tokens"] / pair["ttft_s"]
+            theirs_prompt = pair["llama_cpp_prompt_tokens"] / pair["llama_cpp_ttft_s"]
             print(
-                f"| {engine.split(',')[0]} | {ours['ttft_s'] * 1000:.3g} ms | {ours_prompt:.3g} tok/s | "
-                f"{ours['decode_tok_s']:.3g} tok/s | {GGUF_TYPES[variant]} | "
-                f"{theirs.language_model_bytes / 1e9:.3g} GB | "
-                f"{theirs.ttft_s * 1000:.3g} ms | {theirs_prompt:.3g} tok/s | {theirs.decode_tok_s:.3g} tok/s | "
-                f"first {same}/{len(reference['tokens'])} | {ours['decode_tok_s'] / theirs.decode_tok_s:.2f}x | "
-                f"{ours_prompt / theirs_prompt:.2f}x |"
+                f"| {engine.split(',')[0]} | {pair['ttft_s'] * 1000:.3g} ms | {ours_prompt:.3g} tok/s | "
+                f"{pair['decode_tok_s']:.3g} tok/s | {GGUF_TYPES[rivals[engine]]} | "
+                f"{pair['llama_cpp_file_bytes'] / 1e9:.3g} GB | {pair['llama_cpp_ttft_s'] * 1000:.3g} ms | "
+                f"{theirs_prompt:.3g} tok/s | {pair['llama_cpp_decode_tok_s']:.3g} tok/s | "
+                f"first {same}/{len(reference['tokens'])} | {median_and_range(pair['runs'], 'decode_ratio')} | "
+                f"{median_and_range(pair['runs'], 'prompt_ratio')} |"
             )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

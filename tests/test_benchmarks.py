@@ -11,6 +11,7 @@ import importlib
 import json
 import math
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -241,3 +242,35 @@ def test_onnx_benchmark_reports_every_engine_against_pytorch_and_its_floor(tmp_p
         assert abs(_number(row[6]) / floor - 1) <= FIGURE_ROUNDING
     # fp32 on either decoder graph is PyTorch's own arithmetic: the same greedy tokens.
     assert rows["ONNX fp32, fused decoder"][13] == rows["ONNX fp32, merged decoder"][13] == "first 6/6"
+
+
+@pytest.mark.needs("llama.cpp")
+def test_onnx_benchmark_runs_each_fused_decoder_in_turns_with_llama_cpp(tmp_path):
+    output = tmp_path / "onnx.json"
+    tools = Path(shutil.which("llama-server")).parent
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "onnx_generation.py"), "--quick", "--new-tokens", "6",
+        "--repeats", "2", "--workdir", str(tmp_path / "work"), "--json", str(output), "--llama-cpp", str(tools),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.findall(r"^\[(\d)/3\] ONNX .* and llama\.cpp ", result.stdout, flags=re.M) == ["1", "2", "3"]
+
+    pairs = json.loads(output.read_text())["llama.cpp"]
+    rows = {row[0]: row for row in _table_rows(result.stdout, "| ONNX, fused decoder")}
+    assert set(pairs) == {"ONNX fp32, fused decoder", "ONNX INT8, fused decoder", "ONNX q4, fused decoder"}
+    assert set(rows) == {"ONNX fp32", "ONNX INT8", "ONNX q4"}
+    for engine, pair in pairs.items():
+        assert len(pair["runs"]) == 2 and len(pair["tokens"]) == len(pair["llama_cpp_tokens"]) == 6
+        for run in pair["runs"]:  # each ratio is of one pair of runs, seconds apart
+            assert all(math.isfinite(value) and value > 0 for value in run.values()), run
+            assert run["decode_ratio"] == pytest.approx(run["decode_tok_s"] / run["llama_cpp_decode_tok_s"])
+            ours_prompt = pair["prompt_tokens"] / run["ttft_s"]
+            theirs_prompt = pair["llama_cpp_prompt_tokens"] / run["llama_cpp_ttft_s"]
+            assert run["prompt_ratio"] == pytest.approx(ours_prompt / theirs_prompt)
+        row = rows[engine.split(",")[0]]
+        for cell, key in ((row[10], "decode_ratio"), (row[11], "prompt_ratio")):
+            values = [run[key] for run in pair["runs"]]
+            printed = re.fullmatch(r"([0-9.]+)x \(([0-9.]+)-([0-9.]+)\)", cell).groups()
+            for shown, value in zip(printed, (statistics.median(values), min(values), max(values)), strict=True):
+                assert abs(float(shown) - value) <= RATIO_ROUNDING + 1e-9, (cell, values)
