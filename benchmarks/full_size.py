@@ -1,11 +1,16 @@
 """What the benchmarks share: the public sizes of Qwen3-0.6B and the vision towers (written from their published
-configs; nothing is downloaded), a streamer that stamps each token, and the machine's copy bandwidth."""
+configs; nothing is downloaded), a streamer that stamps each token, the torch backend's timing, and the machine's copy
+bandwidth."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+from transformers import BatchFeature
+
+from llava_qwen3.inference import GenerationRequest, GenerationSettings
+from llava_qwen3.inference.torch_backend import TorchBackend
 
 QWEN3_0_6B = {
     "model_type": "qwen3",
@@ -51,6 +56,28 @@ class TokenClock:
 
     def end(self) -> None:
         pass
+
+
+def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
+    """Wall time of one batch through the backend, a request for each row of `inputs` (given as its encoded record)."""
+    settings = GenerationSettings(max_new_tokens=new_tokens)
+    rows = range(len(inputs["input_ids"]))
+    requests = [
+        GenerationRequest(
+            {}, settings, encoded=BatchFeature({name: value[row : row + 1] for name, value in inputs.items()})
+        )
+        for row in rows
+    ]
+    start = time.perf_counter()
+    backend.generate(requests)
+    return time.perf_counter() - start
+
+
+def backend_decode(backend: TorchBackend, inputs: dict, new_tokens: int) -> tuple[float, float]:
+    """The backend's decode rate, (new_tokens - 1) over the difference between a request for new_tokens tokens and one
+    for 1, and that one-token request's wall time (its first token)."""
+    first_token_s = backend_seconds(backend, inputs, 1)
+    return (new_tokens - 1) / (backend_seconds(backend, inputs, new_tokens) - first_token_s), first_token_s
 
 
 def copy_bandwidth() -> float:

@@ -1,11 +1,13 @@
-"""Time to first token, prompt and decode speed, batch 8 and peak memory of PyTorch fp32 and of the ONNX variants
-(fp32, INT8, q4) on each decoder graph (the fused CPU decoder and transformers.js' merged one), in one run.
+"""Time to first token, prompt and decode speed, batch 8 and peak memory of PyTorch fp32 (the model's `generate()`, and
+the torch backend that the server runs) and of the ONNX variants (fp32, INT8, q4) on each decoder graph (the fused CPU
+decoder and transformers.js' merged one), in one run.
 
 The model has the real sizes of Qwen3-0.6B with a CLIP ViT-B/32 tower (random weights: nothing is downloaded; `--quick`
 uses a tiny configuration instead, to check the script). Each engine runs in a process of its own, so its peak resident
 memory is its own, and generates the same number of tokens from the same prompt (one 224x224 picture and a question),
-alone and as 8 copies; a streamer stamps the time of every token. The memory-bandwidth floor is the time to read each
-engine's decoder weights once per token at the copy bandwidth measured in this run; no decoder can beat it here.
+alone and as 8 copies; a streamer stamps the time of every token (the torch backend streams text, not tokens: its
+decode rate is that of a request for all the tokens less one for a single token). The memory-bandwidth floor is the
+time to read each engine's decoder weights once per token at the copy bandwidth measured in this run.
 
 With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
 model is also exported with `llava-qwen3-export-gguf` at f32, q8_0 and Q4_K_M and timed in llama-server with the same
@@ -37,16 +39,19 @@ from llava_qwen3.conversion.export_gguf import GgufExport
 from llava_qwen3.conversion.export_onnx import export_onnx
 from llava_qwen3.conversion.llama_cpp import llama_server
 from llava_qwen3.conversion.tiny import image_processor_for, tiny_config, train_tokenizer
+from llava_qwen3.inference import GenerationRequest, GenerationSettings
 from llava_qwen3.inference.onnx_layout import FUSED_DECODER, GRAPHS, MERGED_DECODER, external_data_path, graph_path
 from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
+from llava_qwen3.inference.torch_backend import TorchBackend
 from llava_qwen3.processing import IMAGE_TOKEN
 
-from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, copy_bandwidth
+from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, backend_decode, copy_bandwidth
 from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, llama_cpp_run
 
 # Each row: the engine, the export variant and the decoder graph.
 ENGINES = {
     "PyTorch fp32": ("torch", "fp32", None),
+    "PyTorch fp32, torch backend": ("torch backend", "fp32", None),
     "ONNX fp32, fused decoder": ("onnx", "fp32", "fused"),
     "ONNX fp32, merged decoder": ("onnx", "fp32", "merged"),
     "ONNX INT8, fused decoder": ("onnx", "quantized", "fused"),
@@ -142,6 +147,44 @@ def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, th
     imports_bytes = peak_resident_bytes()  # Python, torch, transformers, onnxruntime: before any weight
     torch.set_num_threads(threads)
     folder = workdir / "export"
+    if kind == "torch backend":
+        figures = backend_figures(workdir / "checkpoint", new_tokens, repeats)
+    else:
+        figures = streamed_figures(engine, workdir, new_tokens, repeats)
+    decoder_bytes, loaded_bytes = engine_files(folder, variant, decoder)
+    return {
+        **figures,
+        "peak_rss_bytes": peak_resident_bytes(),
+        "imports_rss_bytes": imports_bytes,
+        "decoder_bytes": decoder_bytes,
+        "loaded_bytes": loaded_bytes,
+    }
+
+
+def backend_figures(checkpoint: Path, new_tokens: int, repeats: int) -> dict:
+    """The torch backend's figures (the server's engine): its first token is a one-token request's time, its decode
+    rate `backend_decode`'s, since the backend streams text, not timed tokens."""
+    model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint).eval()
+    model.generation_config.eos_token_id = None  # exactly the tokens asked for, as the other engines give
+    backend = TorchBackend(model, LlavaQwen3Processor.from_pretrained(checkpoint))
+    one, batch = prompt_inputs(backend.processor, "pt"), prompt_inputs(backend.processor, "pt", BATCH)
+    backend_decode(backend, one, new_tokens)  # warm-up
+    runs = [backend_decode(backend, one, new_tokens) for _ in range(repeats)]
+    batch_rates = [BATCH * backend_decode(backend, batch, new_tokens)[0] for _ in range(repeats)]
+    answer = backend.generate([GenerationRequest({}, GenerationSettings(max_new_tokens=new_tokens), encoded=one)])
+    return {
+        "ttft_s": statistics.median(run[1] for run in runs),
+        "decode_tok_s": statistics.median(run[0] for run in runs),
+        "batch_tok_s": statistics.median(batch_rates),
+        "tokens": answer[0].token_ids,
+        "prompt_tokens": int(one["input_ids"].shape[1]),
+    }
+
+
+def streamed_figures(engine: str, workdir: Path, new_tokens: int, repeats: int) -> dict:
+    """`generate()`'s figures (PyTorch's, or the onnxruntime runner's), every token stamped by a streamer."""
+    kind, variant, decoder = ENGINES[engine]
+    folder = workdir / "export"
     if kind == "torch":
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(workdir / "checkpoint").eval()
         processor = LlavaQwen3Processor.from_pretrained(workdir / "checkpoint")
@@ -162,17 +205,12 @@ def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, th
 
     first, rate, tokens = timed(lambda clock: run(clock, 1), repeats)
     _, batch_rate, _ = timed(lambda clock: run(clock, BATCH), repeats)
-    decoder_bytes, loaded_bytes = engine_files(folder, variant, decoder)
     return {
         "ttft_s": first,
         "decode_tok_s": rate,
         "batch_tok_s": batch_rate,
         "tokens": tokens[0].tolist(),
         "prompt_tokens": int(prompt_inputs(processor, "np")["input_ids"].shape[1]),
-        "peak_rss_bytes": peak_resident_bytes(),
-        "imports_rss_bytes": imports_bytes,
-        "decoder_bytes": decoder_bytes,
-        "loaded_bytes": loaded_bytes,
     }
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoConfig, BatchFeature, LlavaConfig, LlavaForConditionalGeneration
+from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
 from llava_qwen3.conversion import train_tokenizer
@@ -47,7 +47,15 @@ from llava_qwen3.inference.torch_backend import TorchBackend
 from llava_qwen3.modeling import CACHE_ARGUMENT
 from llava_qwen3.processing import IMAGE_TOKEN
 
-from full_size import CLIP_VIT_B_32, QWEN3_0_6B, SIGLIP_BASE_PATCH16_224, TokenClock, copy_bandwidth
+from full_size import (
+    CLIP_VIT_B_32,
+    QWEN3_0_6B,
+    SIGLIP_BASE_PATCH16_224,
+    TokenClock,
+    backend_decode,
+    backend_seconds,
+    copy_bandwidth,
+)
 
 IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
 INT8 = "llava_qwen3 INT8"  # this model's checkpoint, loaded with INT8 linear layers
@@ -172,28 +180,6 @@ def backend_processor(model: LlavaQwen3ForConditionalGeneration) -> LlavaQwen3Pr
     return LlavaQwen3Processor(
         image_processor_for(model.config), tokenizer, image_seq_length=model.config.image_seq_length
     )
-
-
-def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
-    """Wall time of one batch through the backend, a request for each row of `inputs` (given as its encoded record)."""
-    settings = GenerationSettings(max_new_tokens=new_tokens)
-    rows = range(len(inputs["input_ids"]))
-    requests = [
-        GenerationRequest(
-            {}, settings, encoded=BatchFeature({name: value[row : row + 1] for name, value in inputs.items()})
-        )
-        for row in rows
-    ]
-    start = time.perf_counter()
-    backend.generate(requests)
-    return time.perf_counter() - start
-
-
-def backend_decode(backend: TorchBackend, inputs: dict, new_tokens: int) -> tuple[float, float]:
-    """The backend's decode rate, (new_tokens - 1) over the difference between a request for new_tokens tokens and one
-    for 1, and that one-token request's wall time (its first token)."""
-    first_token_s = backend_seconds(backend, inputs, 1)
-    return (new_tokens - 1) / (backend_seconds(backend, inputs, new_tokens) - first_token_s), first_token_s
 
 
 def backend_second_turn(
