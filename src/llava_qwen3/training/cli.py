@@ -278,7 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         config = load_config(args.preset, args.config, args.overrides)
         output = run_training(config, resume=args.resume)
     if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # an orderly end rather than the backend's teardown at exit
+        # An orderly end rather than the backend's teardown at exit. The barrier first: the sharded model keeps the
+        # group's gloo threads alive past destroy_process_group, and one of them releasing the last collective's
+        # tensors after the interpreter began to exit aborted a process ("terminate called without an active
+        # exception", seen in CI); gloo's barrier ends only after the work queued before it.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     print(f"trained: {output}")
 
 
