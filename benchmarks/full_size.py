@@ -58,19 +58,28 @@ class TokenClock:
         pass
 
 
-def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
-    """Wall time of one batch through the backend, a request for each row of `inputs` (given as its encoded record)."""
+def backend_requests(inputs: dict, new_tokens: int) -> list[GenerationRequest]:
+    """A request for each row of `inputs` (given as its encoded record), for `new_tokens` greedy tokens."""
     settings = GenerationSettings(max_new_tokens=new_tokens)
-    rows = range(len(inputs["input_ids"]))
-    requests = [
+    return [
         GenerationRequest(
             {}, settings, encoded=BatchFeature({name: value[row : row + 1] for name, value in inputs.items()})
         )
-        for row in rows
+        for row in range(len(inputs["input_ids"]))
     ]
+
+
+def backend_seconds(backend: TorchBackend, inputs: dict, new_tokens: int) -> float:
+    """Wall time of one batch through the backend, a request for each row of `inputs`."""
+    requests = backend_requests(inputs, new_tokens)
     start = time.perf_counter()
     backend.generate(requests)
     return time.perf_counter() - start
+
+
+def backend_tokens(backend: TorchBackend, inputs: dict, new_tokens: int) -> list[list[int]]:
+    """The greedy tokens the backend answers each row of `inputs` with."""
+    return [generation.token_ids for generation in backend.generate(backend_requests(inputs, new_tokens))]
 
 
 def backend_decode(backend: TorchBackend, inputs: dict, new_tokens: int) -> tuple[float, float]:

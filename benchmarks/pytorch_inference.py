@@ -13,7 +13,8 @@ language model's weights once per token at the copy bandwidth measured in this r
 ratio to the built-in Llava's; decode and time to first token are also measured with both models in one process, in
 turns, so that the ratio does not carry the machine's drift between two processes. The same checkpoint of this model
 is also measured with INT8 linear layers (`quantize_linear_layers_int8`, the torch backend's `quantize="int8"`), as a
-ratio to its fp32 figures.
+ratio to its fp32 figures, and through the torch backend with a bfloat16 KV cache (`kv_cache_dtype`), against the
+backend's fp32 cache: decode, batch 8, peak memory, and how many greedy tokens equal those of the fp32 cache.
 
     python benchmarks/pytorch_inference.py [--new-tokens 32] [--repeats 3] [--json results.json] [--quick]
 
@@ -54,12 +55,15 @@ from full_size import (
     TokenClock,
     backend_decode,
     backend_seconds,
+    backend_tokens,
     copy_bandwidth,
 )
 
 IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
 INT8 = "llava_qwen3 INT8"  # this model's checkpoint, loaded with INT8 linear layers
 BACKEND = "llava_qwen3 torch backend"  # this model through the inference interface (its own Qwen3 steps on CPU)
+NARROW_CACHE = "llava_qwen3 torch backend, bfloat16 KV cache"  # the same with the backend's kv_cache_dtype
+NARROW_CACHE_DTYPE = "bfloat16"
 TOWERS = {"CLIP ViT-B/32": CLIP_VIT_B_32, "SigLIP-base-patch16-224": SIGLIP_BASE_PATCH16_224}
 QUICK_SIZES = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 QUICK_TOWER_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -289,16 +293,17 @@ def measure(implementation: str, folder: Path, new_tokens: int, repeats: int) ->
     }
 
 
-def measure_backend(folder: Path, new_tokens: int, repeats: int) -> dict[str, float]:
+def measure_backend(folder: Path, new_tokens: int, repeats: int, kv_cache_dtype: str | None = None) -> dict[str, float]:
     """`measure`'s figures for this model's checkpoint through the torch backend; the decode rate as `backend_decode`
     gives it, and the second turn's first token computed with the backend's prefix cache holding the first turn
-    ("reuse") and without ("recompute")."""
+    ("reuse") and without ("recompute"). With `kv_cache_dtype`, the cache in that dtype, and instead of the second
+    turn the share of greedy tokens (batch 1, `new_tokens`) equal to those of the weights' dtype."""
     read_through(folder)
     stages = {"peak_rss_imports_gb": peak_rss_gb()}
     start = time.perf_counter()
     model = load("llava_qwen3", folder)
     processor = backend_processor(model)
-    backend = TorchBackend(model, processor)
+    backend = TorchBackend(model, processor, kv_cache_dtype=kv_cache_dtype)
     load_s = time.perf_counter() - start
     stages["peak_rss_loaded_gb"] = peak_rss_gb()
     one = prompt(model)
@@ -308,18 +313,25 @@ def measure_backend(folder: Path, new_tokens: int, repeats: int) -> dict[str, fl
     stages["peak_rss_batch1_gb"] = peak_rss_gb()
     batch_s = median_seconds(lambda: backend_seconds(backend, prompt(model, BATCH), new_tokens), max(1, repeats - 1))
     stages["peak_rss_batch8_gb"] = peak_rss_gb()
-    second_turn = backend_second_turn(model, processor, repeats)
-    return {
+    figures = {
         **stages,
         "load_s": load_s,
         "ttft_s": statistics.median(run[1] for run in runs),
         "decode_tok_s": statistics.median(run[0] for run in runs),
         "batch8_tok_s": BATCH * new_tokens / batch_s,
-        "second_turn_recompute_s": second_turn["backend_second_turn_recompute_s"],
-        "second_turn_reuse_s": second_turn["backend_second_turn_cached_s"],
         "peak_rss_gb": peak_rss_gb(),
         "weight_gb": tensor_bytes(model) / 1e9,
         "decoder_weight_gb": decoder_bytes(model) / 1e9,
+    }
+    if kv_cache_dtype is not None:  # after the peak: the exact backend shares the weights, its cache is one row's
+        answers = [backend_tokens(each, one, new_tokens)[0] for each in (backend, TorchBackend(model, processor))]
+        equal = sum(a == b for a, b in zip(*answers, strict=False))  # a stop token can end either answer early
+        return {**figures, "tokens_equal_to_exact_cache": equal / new_tokens}
+    second_turn = backend_second_turn(model, processor, repeats)
+    return {
+        **figures,
+        "second_turn_recompute_s": second_turn["backend_second_turn_recompute_s"],
+        "second_turn_reuse_s": second_turn["backend_second_turn_cached_s"],
     }
 
 
@@ -405,9 +417,27 @@ def per_column(columns: tuple[dict, ...], label: str, cell) -> str:
     return f"| {label} | {ours} | {theirs} | | {backend} | | {int8} | |"
 
 
-def table(results: dict, alternating: dict, bandwidth: float, language_model: str) -> str:
+def narrow_cache_rows(narrow: dict[str, float], exact: dict[str, float]) -> list[str]:
+    """Rows in the torch backend's column for its bfloat16 KV cache, against its cache in the weights' fp32."""
+    label = f"torch backend, {NARROW_CACHE_DTYPE} KV cache"
+    peak = narrow["peak_rss_gb"]
+    cells = {
+        "decode, batch 1 (vs fp32 cache)": f"{narrow['decode_tok_s']:.3g} tok/s "
+        f"({narrow['decode_tok_s'] / exact['decode_tok_s']:.2f}x)",
+        "throughput, batch 8 (vs fp32 cache)": f"{narrow['batch8_tok_s']:.3g} tok/s "
+        f"({narrow['batch8_tok_s'] / exact['batch8_tok_s']:.2f}x)",
+        f"peak memory vs weight bytes (fp32 cache {exact['peak_rss_gb'] / exact['weight_gb']:.2f}x)": (
+            f"{peak / narrow['weight_gb']:.2f}x ({peak:.3g} GB)"
+        ),
+        "greedy tokens equal to the fp32 cache's, batch 1": f"{narrow['tokens_equal_to_exact_cache']:.0%}",
+    }
+    return [f"| {label}: {measure} | | | | {cell} | | | |" for measure, cell in cells.items()]
+
+
+def table(results: dict, alternating: dict, narrow_caches: dict, bandwidth: float, language_model: str) -> str:
     """The Markdown tables, one per tower: this model against built-in Llava (also measured in turns in one process),
-    through the torch backend against built-in Llava, and INT8 against fp32, with the bandwidth floor of each."""
+    through the torch backend against built-in Llava (and with a bfloat16 KV cache against its fp32 one), and INT8
+    against fp32, with the bandwidth floor of each."""
     lines = []
     for tower, by_implementation in results.items():
         turns = alternating[tower]
@@ -460,6 +490,7 @@ def table(results: dict, alternating: dict, bandwidth: float, language_model: st
                 "peak memory vs weight bytes",
                 lambda figures: f"{figures['peak_rss_gb'] / figures['weight_gb']:.2f}x",
             ),
+            *narrow_cache_rows(narrow_caches[tower], backend),
         ]
     return "\n".join(lines)
 
@@ -471,12 +502,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where the checkpoints go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quick", action="store_true", help="tiny configurations, for a check that the script runs")
-    parser.add_argument("--measure", choices=[*IMPLEMENTATIONS, BACKEND, INT8], help=argparse.SUPPRESS)  # a child
+    children = [*IMPLEMENTATIONS, BACKEND, NARROW_CACHE, INT8]
+    parser.add_argument("--measure", choices=children, help=argparse.SUPPRESS)  # a child
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--alternate", type=Path, nargs=len(IMPLEMENTATIONS), help=argparse.SUPPRESS)  # a child too
     args = parser.parse_args()
-    if args.measure == BACKEND:
-        print(json.dumps(measure_backend(args.folder, args.new_tokens, args.repeats)))
+    if args.measure in (BACKEND, NARROW_CACHE):
+        kv_cache_dtype = NARROW_CACHE_DTYPE if args.measure == NARROW_CACHE else None
+        print(json.dumps(measure_backend(args.folder, args.new_tokens, args.repeats, kv_cache_dtype)))
         return
     if args.measure:
         print(json.dumps(measure(args.measure, args.folder, args.new_tokens, args.repeats)))
@@ -488,7 +521,7 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pytorch-bench-"))
     common = ["--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-    results, alternating = {}, {}
+    results, alternating, narrow_caches = {}, {}, {}
     for tower_name, tower in TOWERS.items():
         folders = save_checkpoints(tower, workdir, args.quick)
         results[tower_name] = {
@@ -499,11 +532,20 @@ def main() -> None:
                 ["--measure", variant, "--folder", str(folders["llava_qwen3"]), *common]
             )
         alternating[tower_name] = run_child(["--alternate", *(str(folders[name]) for name in IMPLEMENTATIONS), *common])
+        narrow_caches[tower_name] = run_child(
+            ["--measure", NARROW_CACHE, "--folder", str(folders["llava_qwen3"]), *common]
+        )
     bandwidth = copy_bandwidth()
     print(f"{torch.get_num_threads()} threads; copy bandwidth {bandwidth / 1e9:.1f} GB/s; {args.new_tokens} new tokens")
-    print(table(results, alternating, bandwidth, "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"))
+    language_model = "tiny Qwen3 (--quick)" if args.quick else "Qwen3-0.6B"
+    print(table(results, alternating, narrow_caches, bandwidth, language_model))
     if args.json:
-        figures = {"copy_bandwidth_gb_s": bandwidth / 1e9, "results": results, "alternating": alternating}
+        figures = {
+            "copy_bandwidth_gb_s": bandwidth / 1e9,
+            "results": results,
+            "alternating": alternating,
+            "narrow_kv_cache": narrow_caches,
+        }
         args.json.write_text(json.dumps(figures, indent=2))
 
 

@@ -1,6 +1,6 @@
 """The backend choice has one owner (`inference.loading`): the commands' `--backend/--variant/--device/--quantize/
---threads` flags and their checks, and `load_backend`'s from Python, give the same refusals before any model is read;
-the serve command's `--prefix-cache-mib` goes to the torch backend only.
+--kv-cache-dtype/--threads` flags and their checks, and `load_backend`'s from Python, give the same refusals before any
+model is read; the serve command's `--prefix-cache-mib` goes to the torch backend only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ pytestmark = pytest.mark.one_line
 REFUSALS = [
     (["--backend", "onnx", "--quantize", "int8"], {"quantize": "int8"}, "is for the torch backend; the onnx backend"),
     (["--backend", "onnx", "--device", "cpu"], {"device": "cpu"}, "is for the torch backend; the onnx backend runs"),
+    (
+        ["--backend", "onnx", "--kv-cache-dtype", "bfloat16"],
+        {"kv_cache_dtype": "bfloat16"},
+        "is for the torch backend; the onnx backend keeps its cache",
+    ),
     (["--variant", "fp32"], {"variant": "fp32"}, "picks ONNX graphs; it needs the onnx backend"),
     (["--threads", "0"], {"threads": 0}, "must be a positive number, got 0"),
 ]
@@ -34,7 +39,8 @@ def _engine_flags(*flags: str, threads_default: int | None = None) -> argparse.N
 @pytest.mark.parametrize(("flags", "options", "message"), REFUSALS)
 def test_commands_and_python_refuse_the_same_options_with_the_same_message(flags, options, message, capsys):
     option = next(iter(options))
-    with pytest.raises(ValueError, match=f"^--{option} {message}"):
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{flag} {message}"):
         backend_options(_engine_flags(*flags))
     backend = "onnx" if "onnx" in flags else "torch"
     with pytest.raises(ValueError, match=f"^{option} {message}"):
@@ -42,7 +48,7 @@ def test_commands_and_python_refuse_the_same_options_with_the_same_message(flags
     with pytest.raises(SystemExit) as exit_info:
         eval_main(["no-such-folder", "data.json", *flags])
     assert exit_info.value.code == 2
-    assert f"llava-qwen3-eval: error: --{option} {message}" in capsys.readouterr().err
+    assert f"llava-qwen3-eval: error: {flag} {message}" in capsys.readouterr().err
 
 
 def test_options_not_given_are_left_to_the_backend_and_flags_pass_the_choice_on():
@@ -52,6 +58,9 @@ def test_options_not_given_are_left_to_the_backend_and_flags_pass_the_choice_on(
     assert backend_flags(args) == ["--backend", "onnx", "--variant", "fp32", "--threads", "1"]
     server_args = serve_parser().parse_args(["--model", "folder", *backend_flags(args)])
     assert (server_args.backend, server_args.variant, server_args.threads) == ("onnx", "fp32", 1)
+    args = _engine_flags("--kv-cache-dtype", "float16")
+    assert backend_options(args) == {"kv_cache_dtype": "float16"}
+    assert serve_parser().parse_args(["--model", "folder", *backend_flags(args)]).kv_cache_dtype == "float16"
 
 
 def test_an_unknown_backend_is_refused_before_anything_is_read():

@@ -1,5 +1,6 @@
 """The PyTorch benchmark runs end to end on tiny configurations and reports every figure for both implementations,
-this model through the torch backend and its INT8 load option (its real-size figures are in docs/performance.md):
+this model through the torch backend (also with a bfloat16 KV cache) and its INT8 load option (its real-size figures
+are in docs/performance.md):
 every figure finite and positive, and every ratio in its tables the ratio of the figures it prints, or of the raw
 figures it writes, within rounding. The answer-growth benchmark likewise: each engine's growth the ratio of its
 figures, and against `generate`'s. The ONNX benchmark likewise: every engine in its own process, each ratio of its
@@ -128,6 +129,22 @@ def _check_in_turns(table: dict[str, list[str]], in_turns: dict[str, list[float]
             _assert_ratio(printed, ratio)
 
 
+def _check_narrow_cache_rows(table: dict[str, list[str]], narrow: dict, exact: dict) -> None:
+    """The torch backend's bfloat16-cache rows: its figures, and their ratios to the backend's fp32 cache."""
+    backend = COLUMNS["llava_qwen3 torch backend"]
+    for key in ("decode_tok_s", "batch8_tok_s"):
+        beginning = "decode, batch 1" if key == "decode_tok_s" else "throughput, batch 8"
+        cell = _row(table, f"torch backend, bfloat16 KV cache: {beginning} (vs fp32 cache)")[backend]
+        assert math.isclose(_number(cell), narrow[key], rel_tol=FIGURE_ROUNDING), (cell, narrow[key])
+        _assert_ratio(re.search(r"\(([0-9.]+)x\)", cell).group(1), narrow[key] / exact[key])
+    label = next(label for label in table if label.startswith("torch backend, bfloat16 KV cache: peak memory"))
+    _assert_ratio(re.search(r"fp32 cache ([0-9.]+)x", label).group(1), exact["peak_rss_gb"] / exact["weight_gb"])
+    _assert_ratio(table[label][backend], narrow["peak_rss_gb"] / narrow["weight_gb"])
+    cell = _row(table, "torch backend, bfloat16 KV cache: greedy tokens equal")[backend]
+    # 0% too on tiny random weights, whose near-equal logits a narrower cache can reorder from the first token on.
+    assert abs(_number(cell) - narrow["tokens_equal_to_exact_cache"]) <= RATIO_ROUNDING + 1e-9, cell
+
+
 def _check_tables(stdout: str, figures: dict, measure_rows: list[tuple]) -> None:
     """Every ratio the tables print, against the figures printed beside it or, where the tables do not print them,
     against the raw figures in the JSON."""
@@ -136,6 +153,7 @@ def _check_tables(stdout: str, figures: dict, measure_rows: list[tuple]) -> None
         results = figures["results"][tower]
         _check_measure_rows(table, results, measure_rows)
         _check_in_turns(table, figures["alternating"][tower])
+        _check_narrow_cache_rows(table, figures["narrow_kv_cache"][tower], results["llava_qwen3 torch backend"])
         for beginning, names, ratio_of in DERIVED_RATIOS:
             row = _row(table, beginning)
             for name in names:
@@ -177,7 +195,10 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_the_bac
                 *served,
             }
             assert all(math.isfinite(value) and value > 0 for value in measured.values()), measured
-    assert set(figures["alternating"]) == set(figures["results"])
+    assert set(figures["alternating"]) == set(figures["narrow_kv_cache"]) == set(figures["results"])
+    for narrow in figures["narrow_kv_cache"].values():
+        assert "second_turn_reuse_s" not in narrow and 0 <= narrow["tokens_equal_to_exact_cache"] <= 1
+        assert all(math.isfinite(value) and value > 0 for key, value in narrow.items() if key.endswith(("_s", "_gb")))
     for in_turns in figures["alternating"].values():  # --repeats 1: two pairs, one in each order
         lists = ("decode_ratios", "ttft_ratios", "backend_decode_ratios", "backend_ttft_ratios", "backend_decode_tok_s")
         assert {key: len(values) for key, values in in_turns.items()} == dict.fromkeys(lists, 2)

@@ -24,6 +24,9 @@ from .sampling import context_overflow, stop_and_pad_ids
 logger = logging.getLogger(__name__)
 # Errors that mean "this request's input is bad", as opposed to a fault of the engine.
 INPUT_ERRORS = (ValueError, TypeError, OSError)
+# The dtypes the torch backend's CPU steps can keep the KV cache in (its `kv_cache_dtype`; by default the weights').
+# Here, where torch is not imported, so that the commands offer the choice wherever they run.
+KV_CACHE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class InferenceBackend(ABC):

@@ -1,6 +1,6 @@
 """The backend choice, in one place: `load_backend` picks the engine under an `InferenceBackend`, checks the options
-that only one engine takes, and the commands build their `--backend/--variant/--device/--quantize/--threads` flags
-and those same checks from here (`add_backend_arguments`, `backend_options`).
+that only one engine takes, and the commands build their `--backend/--variant/--device/--quantize/--kv-cache-dtype/
+--threads` flags and those same checks from here (`add_backend_arguments`, `backend_options`).
 
 It lives apart from `backend` because it imports the engines' modules, which import `backend` for the base class.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .backend import InferenceBackend
+from .backend import KV_CACHE_DTYPES, InferenceBackend
 from .int8 import QUANTIZATIONS
 
 BACKENDS = ("torch", "onnx")
@@ -21,7 +21,10 @@ TORCH_ONLY_OPTIONS = {
     "device": "the onnx backend runs on onnxruntime's CPU provider",
     "quantize": "the onnx backend picks INT8 graphs with {variant}",
     "prefix_cache_bytes": "the onnx backend keeps no prefix cache",
+    "kv_cache_dtype": "the onnx backend keeps its cache in its graphs' dtype",
 }
+# The options `add_backend_arguments` gives a flag each (with `--backend`).
+FLAG_OPTIONS = ("variant", "device", "quantize", "kv_cache_dtype", "threads")
 # How the commands spell an option (the names not listed here are `--` and the name with dashes).
 FLAGS = {"prefix_cache_bytes": "--prefix-cache-mib"}
 
@@ -52,7 +55,8 @@ def load_backend(model: str | Path, backend: str = "torch", **options: Any) -> I
 
     `threads` sets how many CPU threads the engine uses (for torch, the process' thread count). The other options go
     to the backend's `from_pretrained`: for "torch", `device`, `dtype`, `quantize` (one of `QUANTIZATIONS`),
-    `prefix_cache_bytes` (reuse of earlier prompts' KV caches) and any `from_pretrained` argument of the model; for
+    `prefix_cache_bytes` (reuse of earlier prompts' KV caches), `kv_cache_dtype` (one of `KV_CACHE_DTYPES`) and any
+    `from_pretrained` argument of the model; for
     "onnx", `variant` (default "quantized", the INT8 graphs) and onnxruntime's `providers` and `session_options`.
     An option of the other backend is refused with the message the commands give for its flag.
     """
@@ -78,14 +82,20 @@ def load_backend(model: str | Path, backend: str = "torch", **options: Any) -> I
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, threads_default: int | None = None) -> None:
-    """The flags that choose and set up the engine: `--backend`, `--variant` (onnx), `--device` and `--quantize`
-    (torch), `--threads`."""
+    """The flags that choose and set up the engine: `--backend`, `--variant` (onnx), `--device`, `--quantize` and
+    `--kv-cache-dtype` (torch), `--threads`."""
     threads_default_text = threads_default or "the engine's default: one per core"
     group = parser.add_argument_group("engine")
     group.add_argument("--backend", choices=BACKENDS, default="torch", help="the engine [torch]")
     group.add_argument("--variant", help="onnx: the graphs to run, quantized (INT8, default), fp32, q4, ...")
     group.add_argument("--device", help="torch: cpu, cuda, ... [cuda where present, else cpu]")
     group.add_argument("--quantize", choices=QUANTIZATIONS, help="torch on CPU: INT8 linear layers [none: as saved]")
+    group.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        help="torch on CPU: the KV cache's dtype; bfloat16 or float16 halve an fp32 model's cache, not exactly "
+        "[the weights']",
+    )
     group.add_argument(
         "--threads",
         type=int,
@@ -97,7 +107,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser, threads_default: int 
 def backend_options(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
     """`load_backend`'s options from the flags of `add_backend_arguments` (and `more`), those given only, checked as
     `load_backend` checks them with the messages naming the flags."""
-    options = {name: getattr(args, name) for name in ("variant", "device", "quantize", "threads")}
+    options = {name: getattr(args, name) for name in FLAG_OPTIONS}
     options = {name: value for name, value in {**options, **more}.items() if value is not None}
     check_backend_options(args.backend, options, spell=_flag)
     return options
@@ -107,7 +117,7 @@ def backend_flags(args: argparse.Namespace) -> list[str]:
     """The flags of `add_backend_arguments` that give another command (a server the benchmark starts) the same
     choice."""
     flags = ["--backend", args.backend]
-    for name in ("variant", "device", "quantize", "threads"):
+    for name in FLAG_OPTIONS:
         if getattr(args, name) is not None:
             flags += [_flag(name), str(getattr(args, name))]
     return flags

@@ -26,7 +26,7 @@ from transformers import (
 
 from ..modeling import CACHE_ARGUMENT, LlavaQwen3ForConditionalGeneration
 from ..processing import LlavaQwen3Processor
-from .backend import InferenceBackend
+from .backend import KV_CACHE_DTYPES, InferenceBackend
 from .decoding import BatchDecoding
 from .int8 import QUANTIZATIONS, quantize_linear_layers_int8
 from .prefix_cache import Prefix, PrefixCache, RowPrompt, checked_budget, cut_at_or_before, row_prompts
@@ -84,20 +84,32 @@ class _RequestsDone(StoppingCriteria):
 
 class TorchBackend(InferenceBackend):
     """`LlavaQwen3ForConditionalGeneration` and its processor; with `prefix_cache_bytes`, a prefix cache of that
-    budget. On CPU the backend decodes through `Qwen3Steps`, which reads the model's weights in place."""
+    budget. On CPU the backend decodes through `Qwen3Steps`, which reads the model's weights in place and keeps the
+    KV cache in `kv_cache_dtype` (one of `KV_CACHE_DTYPES`; default: the weights' dtype)."""
 
     name = "torch"
     tensor_type = "pt"
 
     def __init__(
-        self, model: LlavaQwen3ForConditionalGeneration, processor: LlavaQwen3Processor, prefix_cache_bytes: int = 0
+        self,
+        model: LlavaQwen3ForConditionalGeneration,
+        processor: LlavaQwen3Processor,
+        prefix_cache_bytes: int = 0,
+        kv_cache_dtype: str | None = None,
     ) -> None:
+        cache_dtype = _checked_kv_cache_dtype(kv_cache_dtype)
         super().__init__(processor, model.generation_config.to_dict(), model.config.text_config.max_position_embeddings)
         self.model = model.eval()
         # transformers' generate() where the steps do not apply (a GPU, another language model, sliding windows).
         self.steps = None
-        if unsupported_reason(model.config.text_config, model.device) is None:
-            self.steps = Qwen3Steps(model.model.language_model, model.lm_head)
+        reason = unsupported_reason(model.config.text_config, model.device)
+        if reason is None:
+            self.steps = Qwen3Steps(model.model.language_model, model.lm_head, cache_dtype=cache_dtype)
+        elif cache_dtype is not None:
+            raise ValueError(
+                f"kv_cache_dtype is for the torch backend's CPU steps, which cannot run this model: {reason}; "
+                "leave it unset to keep the cache in the weights' dtype."
+            )
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
 
     @classmethod
@@ -108,21 +120,24 @@ class TorchBackend(InferenceBackend):
         dtype: str | torch.dtype | None = None,
         quantize: str | None = None,
         prefix_cache_bytes: int = 0,
+        kv_cache_dtype: str | None = None,
         **kwargs: Any,
     ) -> TorchBackend:
         """Loads a checkpoint folder or repo id onto `device` (default: CUDA where present, else CPU) in `dtype`
         (default: as saved); `quantize="int8"` then gives every linear layer INT8 weights (CPU only, see `int8`).
         `prefix_cache_bytes` > 0 keeps the KV caches of earlier requests up to that many bytes for prompts that begin
-        the same way (0: none)."""
+        the same way (0: none). `kv_cache_dtype` (CPU only) keeps the KV cache in that dtype: "bfloat16" or "float16"
+        halve an fp32 model's cache, at the cost of exactness (docs/inference.md)."""
         if quantize is not None and quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize={quantize!r} is unknown; expected one of {', '.join(QUANTIZATIONS)} or None.")
         checked_budget(prefix_cache_bytes)  # before the model is loaded
+        _checked_kv_cache_dtype(kv_cache_dtype)
         device = device or ("cuda" if torch.cuda.is_available() and quantize is None else "cpu")
         model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype or "auto", **kwargs)
         model = model.to(device)
         if quantize == "int8":
             quantize_linear_layers_int8(model)
-        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint), prefix_cache_bytes)
+        return cls(model, LlavaQwen3Processor.from_pretrained(checkpoint), prefix_cache_bytes, kv_cache_dtype)
 
     @property
     def device(self) -> str:
@@ -275,6 +290,15 @@ class TorchBackend(InferenceBackend):
             key = np.concatenate([row.key, np.asarray(tokens[:own], dtype=np.int64)])
             row_layers = [(keys[index, :, start:end], values[index, :, start:end]) for keys, values in layers]
             self.prefix_cache.put(key, row_layers)
+
+
+def _checked_kv_cache_dtype(name: str | None) -> torch.dtype | None:
+    """The torch dtype `kv_cache_dtype` names (None for the weights' own); a ValueError for another name."""
+    if name is None:
+        return None
+    if name not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype={name!r} is unknown; expected one of {', '.join(KV_CACHE_DTYPES)} or None.")
+    return getattr(torch, name)
 
 
 def _shared_column(rows: list[RowPrompt], starts: list[int], found: list[tuple[Prefix | None, int]]) -> int:
