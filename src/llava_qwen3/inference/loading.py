@@ -56,8 +56,8 @@ def load_backend(model: str | Path, backend: str = "torch", **options: Any) -> I
     `threads` sets how many CPU threads the engine uses (for torch, the process' thread count). The other options go
     to the backend's `from_pretrained`: for "torch", `device`, `dtype`, `quantize` (one of `QUANTIZATIONS`),
     `prefix_cache_bytes` (reuse of earlier prompts' KV caches), `kv_cache_dtype` (one of `KV_CACHE_DTYPES`) and any
-    `from_pretrained` argument of the model; for
-    "onnx", `variant` (default "quantized", the INT8 graphs) and onnxruntime's `providers` and `session_options`.
+    `from_pretrained` argument of the model; for "onnx", `variant` (default "quantized", the INT8 graphs) and
+    onnxruntime's `providers` and `session_options`.
     An option of the other backend is refused with the message the commands give for its flag.
     """
     check_backend_options(backend, options)

@@ -11,8 +11,8 @@ that is faster on the CPU at hand:
 - on x86 CPUs other than Intel's, every product through oneDNN (`PRODUCTS_THROUGH_ONEDNN`);
 - a cache preallocated for the batch's prompt and answer, written in place, attended through
   `scaled_dot_product_attention` on its filled part (grouped-query heads read in place), optionally kept in a
-  narrower dtype than the weights (`cache_dtype`: half the memory in bfloat16 or float16; each layer's part is
-  widened for attention, which on CPU runs 1.3-2x the fp32 time where attention in bfloat16 itself takes 2-5x);
+  narrower dtype than the weights (`cache_dtype`: half the memory in bfloat16 or float16), each layer's part widened
+  for attention (on CPU attention in bfloat16 itself took 5-6x fp32's time, widening and fp32 attention 1.0-2.1x);
 - the rotary tables from the model's own rotary embedding, computed once a step for every layer.
 
 Anything else (a layer that is not a plain `nn.Linear`, e.g. INT8 or a LoRA adapter) is called as its module.
