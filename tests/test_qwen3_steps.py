@@ -15,7 +15,7 @@ from transformers import Qwen3Config
 
 from llava_qwen3.inference import GenerationRequest, GenerationSettings
 from llava_qwen3.inference.int8 import quantize_linear_layers_int8
-from llava_qwen3.inference.qwen3_steps import Qwen3Steps, onednn_is_faster, unsupported_reason
+from llava_qwen3.inference.qwen3_steps import Qwen3Steps, StepCache, onednn_is_faster, unsupported_reason
 from llava_qwen3.inference.torch_backend import TorchBackend
 
 ANSWER = GenerationSettings(max_new_tokens=24)
@@ -30,6 +30,25 @@ def _records(processor) -> list[dict]:
             "images": [draw_image(2), draw_image(3)],
         },
     ]
+
+
+def _follow_up(processor, first: dict) -> dict:
+    """The next turn after `first` and a short answer, with `first`'s pictures."""
+    text = first["text"] + "It is a picture.<|im_end|>\n" + user_prompt(processor, "And then?", 0)
+    return {"text": text, "images": first["images"]}
+
+
+def _prompt_logits(steps: Qwen3Steps, model, inputs) -> tuple[torch.Tensor, StepCache]:
+    """The steps' next-token logits after a collated batch of prompts with pictures, and the cache they filled."""
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    inner = model.model
+    with torch.inference_mode():
+        cache = steps.new_cache(mask, ids.shape[1] + 1)
+        embeds = inner.merge_image_features(
+            ids, inner.get_input_embeddings()(ids), inner.project_images(inputs["pixel_values"])
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return steps.forward(embeds, positions, cache), cache
 
 
 def _answers(backend: TorchBackend, records: list[dict], steps: bool) -> list[list[int]]:
@@ -57,19 +76,12 @@ def test_the_steps_give_the_logits_of_the_models_forward_for_a_padded_batch(fres
     backend.steps = Qwen3Steps(model.model.language_model, model.lm_head, through_onednn)
     records = _records(processor)
     inputs = processor.collate([backend.encode(record) for record in records], return_tensors="pt")
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    assert not bool(mask.all()), "the batch must be left-padded"
+    assert not bool(inputs["attention_mask"].all()), "the batch must be left-padded"
     with torch.inference_mode():
         expected = model(**inputs, logits_to_keep=1).logits[:, -1]
-        cache = backend.steps.new_cache(mask, ids.shape[1] + 1)
-        inner = model.model
-        embeds = inner.merge_image_features(
-            ids, inner.get_input_embeddings()(ids), inner.project_images(inputs["pixel_values"])
-        )
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = backend.steps.forward(embeds, positions, cache)
+    logits, cache = _prompt_logits(backend.steps, model, inputs)
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
-    assert cache.length == ids.shape[1]
+    assert cache.length == inputs["input_ids"].shape[1]
 
 
 @pytest.mark.parametrize("through_onednn", [False, True], ids=["blas", "onednn"])
@@ -95,10 +107,7 @@ def test_the_steps_continue_from_the_prefix_cache_as_generate_does(fresh_model):
     model, processor = fresh_model
     backend = TorchBackend(model, processor, prefix_cache_bytes=64 << 20)
     first = _records(processor)[0]
-    follow_up = {
-        "text": first["text"] + "It is a picture.<|im_end|>\n" + user_prompt(processor, "And then?", 0),
-        "images": first["images"],
-    }
+    follow_up = _follow_up(processor, first)
     _answers(backend, [first], steps=True)
     reused = backend.generate([GenerationRequest(follow_up, ANSWER)])[0]
     assert reused.cached_tokens > 0
@@ -142,18 +151,7 @@ def test_a_half_width_kv_cache_takes_half_the_bytes_and_keeps_the_logits_close(f
     model, processor = fresh_model
     exact, narrow = TorchBackend(model, processor), TorchBackend(model, processor, kv_cache_dtype=kv_cache_dtype)
     inputs = processor.collate([exact.encode(record) for record in _records(processor)], return_tensors="pt")
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    inner = model.model
-    logits, caches = [], []
-    with torch.inference_mode():
-        embeds = inner.merge_image_features(
-            ids, inner.get_input_embeddings()(ids), inner.project_images(inputs["pixel_values"])
-        )
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        for backend in (exact, narrow):
-            cache = backend.steps.new_cache(mask, ids.shape[1] + 1)
-            logits.append(backend.steps.forward(embeds, positions, cache))
-            caches.append(cache)
+    logits, caches = zip(*(_prompt_logits(backend.steps, model, inputs) for backend in (exact, narrow)), strict=True)
     assert caches[1].keys.dtype == caches[1].values.dtype == getattr(torch, kv_cache_dtype)
     assert caches[1].keys.nbytes * 2 == caches[0].keys.nbytes
     assert logits[1].dtype == torch.float32
@@ -165,11 +163,7 @@ def test_a_half_width_kv_cache_takes_half_the_bytes_and_keeps_the_logits_close(f
     backend = TorchBackend(model, processor, prefix_cache_bytes=64 << 20, kv_cache_dtype=kv_cache_dtype)
     first = _records(processor)[0]
     assert len(_answers(backend, [first], steps=True)[0]) == ANSWER.max_new_tokens
-    follow_up = {
-        "text": first["text"] + "It is.<|im_end|>\n" + user_prompt(processor, "Why?", 0),
-        "images": first["images"],
-    }
-    assert backend.generate([GenerationRequest(follow_up, ANSWER)])[0].cached_tokens > 0
+    assert backend.generate([GenerationRequest(_follow_up(processor, first), ANSWER)])[0].cached_tokens > 0
 
 
 def test_a_kv_cache_dtype_is_refused_where_it_is_unknown_or_the_steps_do_not_apply(fresh_model):
