@@ -1,16 +1,30 @@
 """What the benchmarks share: the public sizes of Qwen3-0.6B and the vision towers (written from their published
-configs; nothing is downloaded), a streamer that stamps each token, the torch backend's timing, and the machine's copy
-bandwidth."""
+configs; nothing is downloaded), a streamer that stamps each token, the torch backend's timing, the machine's copy
+bandwidth, a process's peak resident memory, and a fresh Python without torch. Importable without torch."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from transformers import BatchFeature
 
 from llava_qwen3.inference import GenerationRequest, GenerationSettings
-from llava_qwen3.inference.torch_backend import TorchBackend
+
+if TYPE_CHECKING:
+    from llava_qwen3.inference.torch_backend import TorchBackend
+
+# Runs the script named by its first argument as `python SCRIPT ARGS...` would, with torch made unimportable first:
+# transformers decides at its own import whether torch is installed (importlib's find_spec, which a None entry in
+# sys.modules answers with "not found"), and where it is, imports it with its configuration classes.
+WITHOUT_TORCH = (
+    "import os, runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+    "sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0])); runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 QWEN3_0_6B = {
     "model_type": "qwen3",
@@ -99,3 +113,19 @@ def copy_bandwidth() -> float:
         np.copyto(target, source)
         best = min(best, time.perf_counter() - start)
     return 2 * source.nbytes / best
+
+
+def peak_resident_bytes() -> int:
+    """The largest resident set this process has had so far: Linux's VmHWM. Not `getrusage`'s ru_maxrss, which Linux
+    carries across exec from the parent's resident set at the fork (a parent that built a full-size checkpoint would
+    give every child its own floor)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_without_torch(script: Path, arguments: list[str]) -> None:
+    """Runs `script` with `arguments` in a fresh Python in which torch cannot be imported, as where only onnxruntime
+    is installed: an ONNX export's deployment, whose resident memory then holds no torch (about 0.3 GB here)."""
+    subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(script), *arguments], check=True)

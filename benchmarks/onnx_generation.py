@@ -4,9 +4,10 @@ decoder and transformers.js' merged one), in one run.
 
 The model has the real sizes of Qwen3-0.6B with a CLIP ViT-B/32 tower (random weights: nothing is downloaded; `--quick`
 uses a tiny configuration instead, to check the script). Each engine runs in a process of its own, so its peak resident
-memory is its own, and generates the same number of tokens from the same prompt (one 224x224 picture and a question),
-alone and as 8 copies; a streamer stamps the time of every token (the torch backend streams text, not tokens: its
-decode rate is that of a request for all the tokens less one for a single token). The memory-bandwidth floor is the
+memory is its own (after the batch-1 runs and after batch 8's), the ONNX engines in one without torch as an export is
+deployed (`onnx_engine.py`), and generates the same number of tokens from the same prompt (one 224x224 picture and a
+question), alone and as 8 copies; a streamer stamps the time of every token (the torch backend streams text, not
+tokens: its decode rate is that of a request for all the tokens less one for a single token). The memory-bandwidth floor is the
 time to read each engine's decoder weights once per token at the copy bandwidth measured in this run.
 
 With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from transformers import AutoConfig
 
 from llava_qwen3 import LlavaQwen3Config, LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor
@@ -45,8 +45,17 @@ from llava_qwen3.inference.onnx_runner import LlavaQwen3OnnxModel
 from llava_qwen3.inference.torch_backend import TorchBackend
 from llava_qwen3.processing import IMAGE_TOKEN
 
-from full_size import CLIP_VIT_B_32, QWEN3_0_6B, TokenClock, backend_decode, copy_bandwidth
+from full_size import (
+    CLIP_VIT_B_32,
+    QWEN3_0_6B,
+    TokenClock,
+    backend_decode,
+    copy_bandwidth,
+    peak_resident_bytes,
+    run_without_torch,
+)
 from llama_cpp_yardstick import GGUF_TYPES, check_tools, export_variants, llama_cpp_run
+from onnx_engine import BATCH, one_run, onnx_new_tokens, prompt_inputs, prompt_picture_and_text, timed
 
 # Each row: the engine, the export variant and the decoder graph.
 ENGINES = {
@@ -59,7 +68,7 @@ ENGINES = {
     "ONNX q4, fused decoder": ("onnx", "q4", "fused"),
     "ONNX q4, merged decoder": ("onnx", "q4", "merged"),
 }
-BATCH = 8
+ONNX_ENGINE = Path(__file__).with_name("onnx_engine.py")  # measures one ONNX engine without torch
 
 
 def build_model(quick: bool) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQwen3Processor]:
@@ -80,35 +89,6 @@ def build_model(quick: bool) -> tuple[LlavaQwen3ForConditionalGeneration, LlavaQ
     return model, processor
 
 
-def prompt_picture_and_text(processor: LlavaQwen3Processor) -> tuple[Image.Image, str]:
-    """The benchmark's picture (at the tower's size: every engine then sees the same pixels) and chat prompt."""
-    image = Image.new("RGB", (224, 224), "navy")
-    ImageDraw.Draw(image).ellipse((40, 40, 180, 180), fill="orange")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]}]
-    return image, processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
-def prompt_inputs(processor: LlavaQwen3Processor, return_tensors: str, batch: int = 1) -> dict:
-    image, text = prompt_picture_and_text(processor)
-    return dict(processor(images=[image] * batch, text=[text] * batch, return_tensors=return_tensors))
-
-
-def one_run(generate) -> tuple[float, float, np.ndarray]:
-    """One generation's time to first token (s), decode rate (new tokens/s over all rows) and tokens."""
-    clock = TokenClock()
-    start = time.perf_counter()
-    tokens = np.asarray(generate(clock))
-    rate = len(tokens) * (len(clock.stamps) - 2) / (clock.stamps[-1] - clock.stamps[1])
-    return clock.stamps[1] - start, rate, tokens
-
-
-def timed(generate, repeats: int) -> tuple[float, float, np.ndarray]:
-    """Median time to first token (s) and median decode rate over `repeats` runs after a warm-up, and the last run's
-    tokens."""
-    runs = [one_run(generate) for _ in range(repeats + 1)][1:]  # the first is the warm-up
-    return statistics.median(run[0] for run in runs), statistics.median(run[1] for run in runs), runs[-1][2]
-
-
 def file_bytes(path: Path) -> int:
     data = external_data_path(path)
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
@@ -126,91 +106,66 @@ def engine_files(folder: Path, variant: str, decoder: str | None) -> tuple[int, 
     return decoder_bytes, decoder_bytes + sum(file_bytes(graph_path(folder, graph, variant)) for graph in others)
 
 
-def peak_resident_bytes() -> int:
-    """The process's resident high-water mark (Linux's VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def onnx_new_tokens(runner: LlavaQwen3OnnxModel, clock: TokenClock, batch: int, new_tokens: int) -> np.ndarray:
-    """The runner's greedy answer to `batch` copies of the prompt, every token stamped by `clock`."""
-    inputs = prompt_inputs(runner.processor, "np", batch)
-    output = runner.generate(**inputs, max_new_tokens=new_tokens, eos_token_id=[], streamer=clock)
-    return output[:, inputs["input_ids"].shape[1] :]
-
-
 def measure_engine(engine: str, workdir: Path, new_tokens: int, repeats: int, threads: int) -> dict:
-    """One engine's figures, in a process of its own."""
+    """One engine's figures, in a process of its own: a PyTorch engine in a spawned process of this script, an ONNX
+    engine in `onnx_engine.py` without torch, as an ONNX export is deployed."""
     kind, variant, decoder = ENGINES[engine]
+    if kind == "onnx":
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / "figures.json"
+            arguments = [str(workdir / "export"), variant, decoder, "--json", str(output)]
+            run_without_torch(ONNX_ENGINE, [*arguments, "--new-tokens", str(new_tokens), "--repeats", str(repeats)])
+            figures = json.loads(output.read_text())
+    else:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            figures = pool.apply(torch_figures, (kind, workdir / "checkpoint", new_tokens, repeats, threads))
+    decoder_bytes, loaded_bytes = engine_files(workdir / "export", variant, decoder)
+    return {**figures, "decoder_bytes": decoder_bytes, "loaded_bytes": loaded_bytes}
+
+
+def torch_figures(kind: str, checkpoint: Path, new_tokens: int, repeats: int, threads: int) -> dict:
+    """A PyTorch engine's figures (`kind` "torch": the model's `generate()`, every token stamped by a streamer;
+    "torch backend": the server's engine, whose first token is a one-token request's time and whose decode rate is
+    `backend_decode`'s, since it streams text, not timed tokens), and this process's peak resident memory after the
+    imports, after the batch-1 runs and after the batch-8 runs."""
     imports_bytes = peak_resident_bytes()  # Python, torch, transformers, onnxruntime: before any weight
     torch.set_num_threads(threads)
-    folder = workdir / "export"
-    if kind == "torch backend":
-        figures = backend_figures(workdir / "checkpoint", new_tokens, repeats)
-    else:
-        figures = streamed_figures(engine, workdir, new_tokens, repeats)
-    decoder_bytes, loaded_bytes = engine_files(folder, variant, decoder)
-    return {
-        **figures,
-        "peak_rss_bytes": peak_resident_bytes(),
-        "imports_rss_bytes": imports_bytes,
-        "decoder_bytes": decoder_bytes,
-        "loaded_bytes": loaded_bytes,
-    }
-
-
-def backend_figures(checkpoint: Path, new_tokens: int, repeats: int) -> dict:
-    """The torch backend's figures (the server's engine): its first token is a one-token request's time, its decode
-    rate `backend_decode`'s, since the backend streams text, not timed tokens."""
     model = LlavaQwen3ForConditionalGeneration.from_pretrained(checkpoint).eval()
-    model.generation_config.eos_token_id = None  # exactly the tokens asked for, as the other engines give
-    backend = TorchBackend(model, LlavaQwen3Processor.from_pretrained(checkpoint))
-    one, batch = prompt_inputs(backend.processor, "pt"), prompt_inputs(backend.processor, "pt", BATCH)
-    backend_decode(backend, one, new_tokens)  # warm-up
-    runs = [backend_decode(backend, one, new_tokens) for _ in range(repeats)]
-    batch_rates = [BATCH * backend_decode(backend, batch, new_tokens)[0] for _ in range(repeats)]
-    answer = backend.generate([GenerationRequest({}, GenerationSettings(max_new_tokens=new_tokens), encoded=one)])
-    return {
-        "ttft_s": statistics.median(run[1] for run in runs),
-        "decode_tok_s": statistics.median(run[0] for run in runs),
-        "batch_tok_s": statistics.median(batch_rates),
-        "tokens": answer[0].token_ids,
-        "prompt_tokens": int(one["input_ids"].shape[1]),
-    }
+    processor = LlavaQwen3Processor.from_pretrained(checkpoint)
+    one, batch = prompt_inputs(processor, "pt"), prompt_inputs(processor, "pt", BATCH)
+    if kind == "torch backend":
+        model.generation_config.eos_token_id = None  # exactly the tokens asked for, as the other engines give
+        backend = TorchBackend(model, processor)
+        backend_decode(backend, one, new_tokens)  # warm-up
+        runs = [backend_decode(backend, one, new_tokens) for _ in range(repeats)]
+        first, rate = statistics.median(run[1] for run in runs), statistics.median(run[0] for run in runs)
+        batch1_bytes = peak_resident_bytes()
+        backend_decode(backend, batch, new_tokens)  # warm-up: batch 8's shapes are new to the kernels
+        batch_rate = statistics.median(BATCH * backend_decode(backend, batch, new_tokens)[0] for _ in range(repeats))
+        settings = GenerationSettings(max_new_tokens=new_tokens)
+        tokens = backend.generate([GenerationRequest({}, settings, encoded=one)])[0].token_ids
+    else:
 
-
-def streamed_figures(engine: str, workdir: Path, new_tokens: int, repeats: int) -> dict:
-    """`generate()`'s figures (PyTorch's, or the onnxruntime runner's), every token stamped by a streamer."""
-    kind, variant, decoder = ENGINES[engine]
-    folder = workdir / "export"
-    if kind == "torch":
-        model = LlavaQwen3ForConditionalGeneration.from_pretrained(workdir / "checkpoint").eval()
-        processor = LlavaQwen3Processor.from_pretrained(workdir / "checkpoint")
-
-        def run(clock: TokenClock, batch: int) -> torch.Tensor:
-            inputs = prompt_inputs(processor, "pt", batch)
+        def run(clock: TokenClock, inputs: dict) -> torch.Tensor:
             with torch.inference_mode():
                 output = model.generate(
                     **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=clock
                 )
             return output[:, inputs["input_ids"].shape[1] :]
-    else:
-        runner = LlavaQwen3OnnxModel(folder, variant=variant, decoder=decoder)
-        processor = runner.processor
 
-        def run(clock: TokenClock, batch: int) -> np.ndarray:
-            return onnx_new_tokens(runner, clock, batch, new_tokens)
-
-    first, rate, tokens = timed(lambda clock: run(clock, 1), repeats)
-    _, batch_rate, _ = timed(lambda clock: run(clock, BATCH), repeats)
+        first, rate, answer = timed(lambda clock: run(clock, one), repeats)
+        tokens = answer[0].tolist()
+        batch1_bytes = peak_resident_bytes()
+        _, batch_rate, _ = timed(lambda clock: run(clock, batch), repeats)
     return {
         "ttft_s": first,
         "decode_tok_s": rate,
         "batch_tok_s": batch_rate,
-        "tokens": tokens[0].tolist(),
-        "prompt_tokens": int(prompt_inputs(processor, "np")["input_ids"].shape[1]),
+        "tokens": tokens,
+        "prompt_tokens": int(one["input_ids"].shape[1]),
+        "imports_rss_bytes": imports_bytes,
+        "peak_rss_batch1_bytes": batch1_bytes,
+        "peak_rss_bytes": peak_resident_bytes(),
     }
 
 
@@ -285,10 +240,8 @@ def main() -> None:
 
     bandwidth_before = copy_bandwidth()
     results = {}
-    spawn = multiprocessing.get_context("spawn")
     for index, engine in enumerate(ENGINES, 1):
-        with spawn.Pool(1) as pool:
-            results[engine] = pool.apply(measure_engine, (engine, workdir, args.new_tokens, args.repeats, threads))
+        results[engine] = measure_engine(engine, workdir, args.new_tokens, args.repeats, threads)
         figures = results[engine]
         print(
             f"[{index}/{len(ENGINES)}] {engine}: first token {figures['ttft_s'] * 1000:.0f} ms, decode "
@@ -302,22 +255,23 @@ def main() -> None:
     print(f"\nprompt: {prompt_tokens} tokens with 1 image; copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n")
     print(
         f"| engine | decoder weights | time to first token | prompt | decode | vs PyTorch fp32 | bandwidth floor | "
-        f"of floor | batch {BATCH} | batch {BATCH} / batch 1 | peak memory | of loaded weights | beyond the imports | "
-        "tokens equal to PyTorch |"
+        f"of floor | batch {BATCH} | batch {BATCH} / batch 1 | loaded weights | imports | peak memory, batch 1 | "
+        f"of loaded weights | peak memory, batch {BATCH} | of loaded weights | tokens equal to PyTorch |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * 17 + "|")
     for engine, figures in results.items():
-        beyond_imports = (figures["peak_rss_bytes"] - figures["imports_rss_bytes"]) / figures["loaded_bytes"]
         floor = bandwidth / figures["decoder_bytes"]
         same = int(np.cumprod(np.equal(figures["tokens"], reference["tokens"])).sum())
+        peaks = [figures["peak_rss_batch1_bytes"], figures["peak_rss_bytes"]]
         print(
             f"| {engine} | {figures['decoder_bytes'] / 1e9:.3g} GB | {figures['ttft_s'] * 1000:.3g} ms | "
             f"{prompt_tokens / figures['ttft_s']:.3g} tok/s | {figures['decode_tok_s']:.3g} tok/s | "
             f"{figures['decode_tok_s'] / reference['decode_tok_s']:.2f}x | {floor:.3g} tok/s | "
             f"{figures['decode_tok_s'] / floor:.0%} | {figures['batch_tok_s']:.3g} tok/s | "
-            f"{figures['batch_tok_s'] / figures['decode_tok_s']:.2f}x | {figures['peak_rss_bytes'] / 1e9:.3g} GB | "
-            f"{figures['peak_rss_bytes'] / figures['loaded_bytes']:.2f}x | {beyond_imports:.2f}x | "
-            f"first {same}/{len(reference['tokens'])} |"
+            f"{figures['batch_tok_s'] / figures['decode_tok_s']:.2f}x | {figures['loaded_bytes'] / 1e9:.3g} GB | "
+            f"{figures['imports_rss_bytes'] / 1e9:.2f} GB | "
+            + "".join(f"{peak / 1e9:.3g} GB | {peak / figures['loaded_bytes']:.2f}x | " for peak in peaks)
+            + f"first {same}/{len(reference['tokens'])} |"
         )
     report = {"bandwidth_bytes_per_s": bandwidth, "engines": results}
     if args.llama_cpp:
@@ -327,7 +281,7 @@ def main() -> None:
         llama = {}
         for index, (engine, variant) in enumerate(rivals.items(), 1):
             arguments = (engine, workdir, gguf[variant], args.llama_cpp, args.new_tokens, args.repeats, threads)
-            with spawn.Pool(1) as pool:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
                 llama[engine] = pool.apply(in_turns_with_llama_cpp, arguments)
             print(f"[{index}/{len(rivals)}] {engine} and llama.cpp {GGUF_TYPES[variant]}", flush=True)
         report["llama.cpp"] = llama

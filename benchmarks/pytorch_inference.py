@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from full_size import (
     backend_seconds,
     backend_tokens,
     copy_bandwidth,
+    peak_resident_bytes,
 )
 
 IMPLEMENTATIONS = {"llava_qwen3": LlavaQwen3ForConditionalGeneration, "built-in Llava": LlavaForConditionalGeneration}
@@ -223,11 +223,8 @@ def backend_second_turn(
 
 
 def peak_rss_gb() -> float:
-    """The largest resident set this process has had so far, in GB: Linux's VmHWM. Not `getrusage`'s ru_maxrss,
-    which Linux carries across exec from the parent's resident set at the fork (here the parent that built the
-    checkpoints, 3.8 GB, which every child would have reported as its own floor)."""
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M).group(1)) * 1024 / 1e9
+    """The largest resident set this process has had so far, in GB (`peak_resident_bytes`)."""
+    return peak_resident_bytes() / 1e9
 
 
 def read_through(folder: Path) -> None:
