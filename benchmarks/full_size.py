@@ -115,14 +115,15 @@ def copy_bandwidth() -> float:
     return 2 * source.nbytes / best
 
 
-def peak_resident_bytes() -> int:
-    """The largest resident set this process has had so far: Linux's VmHWM. Not `getrusage`'s ru_maxrss, which Linux
-    carries across exec from the parent's resident set at the fork (a parent that built a full-size checkpoint would
-    give every child its own floor)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_resident_bytes(pid: int | None = None) -> int:
+    """The largest resident set this process (or process `pid`) has had so far: Linux's VmHWM. Not `getrusage`'s
+    ru_maxrss, which Linux carries across exec from the parent's resident set at the fork (a parent that built a
+    full-size checkpoint would give every child its own floor)."""
+    status = Path("/proc") / ("self" if pid is None else str(pid)) / "status"
+    for line in status.read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no VmHWM in {status}")
 
 
 def run_without_torch(script: Path, arguments: list[str]) -> None:

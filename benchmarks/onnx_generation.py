@@ -7,13 +7,15 @@ uses a tiny configuration instead, to check the script). Each engine runs in a p
 memory is its own (after the batch-1 runs and after batch 8's), the ONNX engines in one without torch as an export is
 deployed (`onnx_engine.py`), and generates the same number of tokens from the same prompt (one 224x224 picture and a
 question), alone and as 8 copies; a streamer stamps the time of every token (the torch backend streams text, not
-tokens: its decode rate is that of a request for all the tokens less one for a single token). The memory-bandwidth floor is the
-time to read each engine's decoder weights once per token at the copy bandwidth measured in this run.
+tokens: its decode rate is that of a request for all the tokens less one for a single token). The memory-bandwidth
+floor is the time to read each engine's decoder weights once per token at the copy bandwidth measured in this run.
 
 With `--llama-cpp BIN_DIR` (the folder of llama.cpp's executables that scripts/build_llama_cpp.sh prints), the same
 model is also exported with `llava-qwen3-export-gguf` at f32, q8_0 and Q4_K_M and timed in llama-server with the same
 picture and prompt (`llama_cpp_yardstick.py`), each in turns with the fused ONNX variant it rivals: one run of each,
-then again, so that both see the machine at the same speed; the ratios are each pair's, as median and range.
+then again, so that both see the machine at the same speed; the ratios are each pair's, as median and range. Also
+llama-server's peak resident memory after its runs (one request at a time, with its 2,048-position context's cache)
+against its files' bytes (language model and mmproj).
 
     python benchmarks/onnx_generation.py [--new-tokens 48] [--repeats 3] [--workdir DIR] [--llama-cpp BIN_DIR] [--quick]
 """
@@ -184,6 +186,7 @@ def in_turns_with_llama_cpp(
         for _ in range(repeats + 1):
             ours.append(one_run(lambda clock: onnx_new_tokens(runner, clock, 1, new_tokens)))
             theirs.append(llama_cpp_run(server, prompt, image, new_tokens))
+        llama_cpp_peak_bytes = peak_resident_bytes(server.pid)  # llama-server's, after its runs at batch 1
     ours, theirs = ours[1:], theirs[1:]  # the first of each is the warm-up
     prompt_tokens = int(prompt_inputs(runner.processor, "np")["input_ids"].shape[1])
     runs = [
@@ -205,6 +208,8 @@ def in_turns_with_llama_cpp(
         "tokens": ours[-1][2][0].tolist(),
         "llama_cpp_tokens": theirs[-1].tokens,
         "llama_cpp_file_bytes": export.language_model.stat().st_size,
+        "llama_cpp_files_bytes": export.language_model.stat().st_size + export.projector.stat().st_size,
+        "llama_cpp_peak_rss_bytes": llama_cpp_peak_bytes,
     }
 
 
@@ -288,9 +293,9 @@ def main() -> None:
         print(
             "\n| ONNX, fused decoder | time to first token | prompt | decode | llama.cpp | language model file | "
             "time to first token | prompt | decode | tokens equal to PyTorch | ONNX / llama.cpp decode | "
-            "ONNX / llama.cpp prompt |"
+            "ONNX / llama.cpp prompt | llama.cpp peak memory, batch 1 | of its files |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- " * 14 + "|")
         for engine, pair in llama.items():
             same = int(np.cumprod(np.equal(pair["llama_cpp_tokens"], reference["tokens"])).sum())
             ours_prompt = pair["prompt_tokens"] / pair["ttft_s"]
@@ -301,7 +306,9 @@ def main() -> None:
                 f"{pair['llama_cpp_file_bytes'] / 1e9:.3g} GB | {pair['llama_cpp_ttft_s'] * 1000:.3g} ms | "
                 f"{theirs_prompt:.3g} tok/s | {pair['llama_cpp_decode_tok_s']:.3g} tok/s | "
                 f"first {same}/{len(reference['tokens'])} | {median_and_range(pair['runs'], 'decode_ratio')} | "
-                f"{median_and_range(pair['runs'], 'prompt_ratio')} |"
+                f"{median_and_range(pair['runs'], 'prompt_ratio')} | "
+                f"{pair['llama_cpp_peak_rss_bytes'] / 1e9:.3g} GB | "
+                f"{pair['llama_cpp_peak_rss_bytes'] / pair['llama_cpp_files_bytes']:.2f}x |"
             )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -294,6 +294,8 @@ def test_onnx_benchmark_runs_each_fused_decoder_in_turns_with_llama_cpp(tmp_path
             theirs_prompt = pair["llama_cpp_prompt_tokens"] / run["llama_cpp_ttft_s"]
             assert run["prompt_ratio"] == pytest.approx(ours_prompt / theirs_prompt)
         row = rows[engine.split(",")[0]]
+        assert pair["llama_cpp_files_bytes"] > pair["llama_cpp_file_bytes"] > 0  # the mmproj beside the model
+        _assert_ratio(row[13], pair["llama_cpp_peak_rss_bytes"] / pair["llama_cpp_files_bytes"])
         for cell, key in ((row[10], "decode_ratio"), (row[11], "prompt_ratio")):
             values = [run[key] for run in pair["runs"]]
             printed = re.fullmatch(r"([0-9.]+)x \(([0-9.]+)-([0-9.]+)\)", cell).groups()

@@ -51,10 +51,12 @@ def image_data(image: Image.Image) -> str:
 
 
 class LlamaServer:
-    """A running llama-server (see `llama_server`): completions of a prompt with pictures at `<image>`."""
+    """A running llama-server (see `llama_server`) at `url`, process `pid`: completions of a prompt with pictures at
+    `<image>`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pid: int) -> None:
         self.url = url
+        self.pid = pid
         self.media_marker = httpx.get(f"{url}/props").json()["media_marker"]
 
     def complete(
@@ -103,7 +105,7 @@ def llama_server(
                     output = log.read().decode(errors="replace")[-3000:]
                     raise RuntimeError(f"llama-server did not start (exit status {server.poll()}):\n{output}")
                 time.sleep(0.1)
-            yield LlamaServer(url)
+            yield LlamaServer(url, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)

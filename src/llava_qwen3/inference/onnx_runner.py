@@ -91,13 +91,16 @@ class LlavaQwen3OnnxModel:
         self.generation_config = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
         self.processor = LlavaQwen3Processor.from_pretrained(self.folder)
         providers = providers or ["CPUExecutionProvider"]
+        # The decoder's session first: onnxruntime repacks its weights as it loads them, and for a moment holds the
+        # largest (the head) both as read and as repacked; before the other graphs are in memory, that moment does
+        # not add to them (docs/performance.md).
         self.sessions = {
             graph: onnxruntime.InferenceSession(
                 path,
                 session_options if graph == MERGED_DECODER else side_graph_options(graph, session_options),
                 providers=providers,
             )
-            for graph, path in paths.items()
+            for graph, path in sorted(paths.items(), key=lambda item: item[0] != MERGED_DECODER)
         }
         self.decoder_session = self.sessions.pop(MERGED_DECODER)
         text = self.config.text_config
