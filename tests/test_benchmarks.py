@@ -163,7 +163,9 @@ def _check_tables(stdout: str, figures: dict, measure_rows: list[tuple]) -> None
 def test_pytorch_benchmark_reports_every_figure_for_both_implementations_the_backend_and_int8(tmp_path, monkeypatch):
     output = tmp_path / "figures.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_inference.py"), "--quick"]
-    command += ["--new-tokens", "3", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
+    # 12 tokens: the torch backend's decode rate is the difference of two requests' times (its 11 steps against 1),
+    # which with 3 tokens a moment's jitter of the tiny model's requests once turned negative in CI.
+    command += ["--new-tokens", "12", "--repeats", "1", "--workdir", str(tmp_path / "work"), "--json", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -194,7 +196,8 @@ def test_pytorch_benchmark_reports_every_figure_for_both_implementations_the_bac
                 "decoder_weight_gb",
                 *served,
             }
-            assert all(math.isfinite(value) and value > 0 for value in measured.values()), measured
+            not_positive = {key: value for key, value in measured.items() if not (math.isfinite(value) and value > 0)}
+            assert not not_positive, (name, not_positive)
     assert set(figures["alternating"]) == set(figures["narrow_kv_cache"]) == set(figures["results"])
     for narrow in figures["narrow_kv_cache"].values():
         assert "second_turn_reuse_s" not in narrow and 0 <= narrow["tokens_equal_to_exact_cache"] <= 1
